@@ -1,0 +1,1 @@
+"""Runs, step numbering, replay, retries: the durable semantics, as a client of the server."""

@@ -1,0 +1,115 @@
+"""What the journal holds of a run, folded into one record per step, and how to write events."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from durable_nb.journal.codec import decode
+from durable_nb.server.client import JournalClient
+
+
+def event(run_id: str, kind: str, **fields: Any) -> dict[str, Any]:
+    """A new journal event; ``meta`` may be given as a dict."""
+    meta = fields.pop("meta", None)
+    return {"eid": uuid.uuid4().hex, "ts": time.time(), "run_id": run_id, "kind": kind,
+            "meta": json.dumps(meta) if isinstance(meta, dict) else meta, **fields}
+
+
+@dataclass
+class StepRecord:
+    """The journal's account of one step (all attempts)."""
+
+    seq: int
+    name: str
+    args_hash: str | None = None
+    args_preview: str | None = None
+    attempts: int = 0
+    status: str = "started"  # started (abandoned if no one runs it) | completed | failed
+    result_json: str | None = None
+    result_pickle: bytes | None = None
+    error: str | None = None
+    traceback: str | None = None
+    exception_pickle: bytes | None = None
+    final: bool = True
+
+    def result(self) -> Any:
+        return decode(self.result_json, self.result_pickle)
+
+    def recorded_exception(self) -> BaseException | None:
+        if self.exception_pickle is None:
+            return None
+        try:
+            exc = decode(None, self.exception_pickle)
+        except Exception:
+            return None
+        return exc if isinstance(exc, BaseException) else None
+
+
+STEP_EVENTS_SQL = """
+    SELECT eid, seq, attempt, kind, name, args_hash, code_hash, data_json, data_pickle,
+           preview, error, traceback, meta, epoch(ts) AS ts
+    FROM events
+    WHERE run_id = ? AND kind IN ('step_started', 'step_completed', 'step_failed',
+                                  'activity_code')
+    ORDER BY id
+"""
+
+
+def load_step_events(client: JournalClient, run_id: str) -> list[dict[str, Any]]:
+    return client.query(STEP_EVENTS_SQL, [run_id]).to_pylist()
+
+
+def fold_steps(rows: list[dict[str, Any]]) -> dict[int, StepRecord]:
+    steps: dict[int, StepRecord] = {}
+    for row in rows:
+        if row["seq"] is None:
+            continue
+        rec = steps.get(row["seq"])
+        if rec is None:
+            rec = steps[row["seq"]] = StepRecord(seq=row["seq"], name=row["name"])
+        rec.attempts = max(rec.attempts, row["attempt"] or 0)
+        kind = row["kind"]
+        if kind == "step_started":
+            if rec.args_hash is None:
+                rec.args_hash = row["args_hash"]
+                rec.args_preview = row["preview"]
+            if rec.status != "completed":
+                rec.status = "started"
+        elif kind == "step_completed":
+            rec.status = "completed"
+            rec.result_json, rec.result_pickle = row["data_json"], row["data_pickle"]
+        elif kind == "step_failed" and rec.status != "completed":
+            meta = json.loads(row["meta"]) if row["meta"] else {}
+            rec.status = "failed"
+            rec.final = bool(meta.get("final", True))
+            rec.error, rec.traceback = row["error"], row["traceback"]
+            rec.exception_pickle = row["data_pickle"]
+    return steps
+
+
+def copy_events(rows: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
+    """Events of another run, relabelled for ``run_id`` (a fork reuses them as its own)."""
+    out = []
+    for row in rows:
+        ev = {k: v for k, v in row.items() if k != "eid"}
+        ev["eid"] = f"{run_id}/{row['eid']}"  # a resent copy stays one copy
+        ev["run_id"] = run_id
+        if isinstance(ev.get("data_pickle"), bytes):
+            ev["data_pickle"] = base64.b64encode(ev["data_pickle"]).decode("ascii")
+        out.append(ev)
+    return out
+
+
+def process_meta() -> dict[str, Any]:
+    """Who executes a run: the server marks the run interrupted when this pid exits."""
+    meta: dict[str, Any] = {"pid": os.getpid()}
+    notebook = os.environ.get("JPY_SESSION_NAME")
+    if notebook:
+        meta["notebook"] = notebook
+    return meta

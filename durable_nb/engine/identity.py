@@ -1,0 +1,131 @@
+"""Which run a workflow execution belongs to: resume, replay a finished run, fork, or new."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from durable_nb.engine.history import (
+    copy_events,
+    event,
+    fold_steps,
+    load_step_events,
+    process_meta,
+)
+from durable_nb.engine.run import RunContext
+from durable_nb.errors import RunNotFound
+from durable_nb.journal.codec import code_hash
+from durable_nb.server.client import JournalClient, default_client
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,99}")
+
+
+def check_workflow_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            f"invalid workflow name {name!r}: use letters, digits, '_', '.' or '-', starting "
+            "with a letter or '_' (for example `%%workflow sweep`)"
+        )
+    return name
+
+
+def find_run(client: JournalClient, run_id: str) -> dict[str, Any]:
+    rows = client.query("SELECT run_id, workflow, status FROM runs WHERE run_id = ?",
+                        [run_id]).to_pylist()
+    if not rows:
+        raise RunNotFound(
+            f"no run {run_id!r} in the journal {client.home}. List the runs with "
+            "durable_nb.runs() or `durable-nb runs`."
+        )
+    return rows[0]
+
+
+def latest_run(client: JournalClient, workflow: str, key: str | None) -> dict[str, Any] | None:
+    sql = """SELECT r.run_id, r.workflow, r.status FROM runs r
+             JOIN events e ON e.run_id = r.run_id AND e.kind = 'run_started'
+             WHERE r.workflow = ?"""
+    params: list[Any] = [workflow]
+    if key is not None:
+        sql += " AND json_extract_string(e.meta, '$.key') = ?"
+        params.append(key)
+    rows = client.query(sql + " ORDER BY e.id DESC LIMIT 1", params).to_pylist()
+    return rows[0] if rows else None
+
+
+def create_run(client: JournalClient, workflow: str, source: str | None, key: str | None,
+               **meta: Any) -> str:
+    meta = {**process_meta(), "source": source, "code_hash": code_hash(source or ""),
+            "key": key, **meta}
+    reply = client.call("create_run", event=event("", "run_started", name=workflow, meta=meta))
+    return str(reply["run_id"])
+
+
+def fork_run(client: JournalClient, parent: dict[str, Any], at: int, source: str | None,
+             key: str | None, rows: list[dict[str, Any]] | None = None) -> RunContext:
+    """A new run holding ``parent``'s steps before ``at``; the rest runs with current code."""
+    if not isinstance(at, int) or at < 0:
+        raise ValueError(f"fork_at must be a step number >= 0, got {at!r}")
+    if rows is None:
+        rows = load_step_events(client, parent["run_id"])
+    kept = [r for r in rows if r["seq"] is None or r["seq"] < at]
+    run_id = create_run(client, parent["workflow"], source, key,
+                        parent_run_id=parent["run_id"], fork_at=at)
+    client.append(copy_events(kept, run_id))
+    ctx = RunContext(client, run_id, parent["workflow"], "resume", fold_steps(kept), kept,
+                     source=source, key=key)
+    ctx.forked_from = parent["run_id"]
+    return ctx
+
+
+def open_run(workflow: str, *, source: str | None = None, new: bool = False,
+             run_id: str | None = None, fork_at: int | None = None, key: str | None = None,
+             client: JournalClient | None = None) -> RunContext:
+    """The run a workflow execution continues, following DESIGN.md §2 (Identity).
+
+    - ``run_id``: that run; ``new``: a fresh run; otherwise the latest run of ``workflow``
+      (with ``key``, the latest with that key: decorated workflows key runs by arguments).
+    - ``fork_at``: a new run reusing the chosen run's steps before that number.
+    - An unfinished run (running, failed, interrupted) is resumed; a completed one is
+      replayed and forked at the first step that differs; after a cancelled one, a new run
+      starts.
+    """
+    check_workflow_name(workflow)
+    client = client or default_client()
+    base: dict[str, Any] | None = None
+    if run_id is not None:
+        base = find_run(client, run_id)
+        if base["workflow"] != workflow:
+            raise ValueError(
+                f"run {run_id} belongs to workflow {base['workflow']!r}, not {workflow!r}: "
+                f"use `%%workflow {base['workflow']} --id {run_id}`"
+            )
+    elif not new:
+        base = latest_run(client, workflow, key)
+
+    if fork_at is not None:
+        if base is None:
+            raise RunNotFound(
+                f"--fork-at needs a run to fork, and workflow {workflow!r} has none in "
+                f"{client.home}. Run it once first, or drop --fork-at."
+            )
+        return fork_run(client, base, fork_at, source, key)
+
+    if base is None or (base["status"] == "cancelled" and run_id is None):
+        return RunContext(client, create_run(client, workflow, source, key), workflow,
+                          "resume", {}, [], source=source, key=key)
+    if base["status"] == "cancelled":
+        raise ValueError(
+            f"run {run_id} was cancelled and cannot be resumed. Start a new run with --new, "
+            f"or reuse its steps with --fork-at N."
+        )
+    rows = load_step_events(client, base["run_id"])
+    if base["status"] == "completed":
+        return RunContext(client, base["run_id"], workflow, "replay", fold_steps(rows), rows,
+                          source=source, key=key)
+    client.call("claim_run", run_id=base["run_id"], pid=process_meta()["pid"],
+                eid=uuid.uuid4().hex, meta={"source": source})
+    ctx = RunContext(client, base["run_id"], workflow, "resume", fold_steps(rows), rows,
+                     source=source, key=key)
+    ctx.resumed_from_status = base["status"]
+    return ctx

@@ -1,0 +1,326 @@
+"""A run in progress: numbers steps at call time, replays recorded ones, executes the rest.
+
+The durability rule lives here: a step's result reaches workflow code only after the
+journal server acknowledged its ``step_completed`` event as durable. So a step whose
+result the workflow saw never runs again; only steps in flight at a crash do.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextvars
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from durable_nb.engine.history import StepRecord, copy_events, event, fold_steps
+from durable_nb.errors import (
+    ActivityFailed,
+    NondeterminismError,
+    PayloadError,
+    RunCancelled,
+)
+from durable_nb.journal.codec import call_hash, encode, preview
+from durable_nb.server.client import JournalClient
+
+if TYPE_CHECKING:
+    from durable_nb.engine.activity import Activity
+
+_current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "durable_nb_run", default=None)
+_in_activity: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "durable_nb_in_activity", default=False)
+_foreground: set[RunContext] = set()  # runs executing on the main thread
+
+
+def current_run() -> RunContext | None:
+    """The run whose workflow code is executing in this context, if any."""
+    return None if _in_activity.get() else _current.get()
+
+
+def call_activity(activity: Activity[Any, Any], args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> Any:
+    """Entry point of every activity call: a journaled step inside a run, else a plain call."""
+    __tracebackhide__ = True
+    ctx = current_run()
+    if ctx is None:
+        if (_foreground and not _in_activity.get()
+                and threading.current_thread() is not threading.main_thread()):
+            raise RuntimeError(
+                f"activity {activity.name}() was called from a thread the workflow started "
+                "itself, so it cannot be numbered deterministically. Fan out with "
+                "durable_nb.map(activity, items) instead of your own threads."
+            )
+        return activity.fn(*args, **kwargs)
+    return ctx.call(activity, args, kwargs)
+
+
+class RunContext:
+    """One execution of a run's workflow code in this process."""
+
+    def __init__(self, client: JournalClient, run_id: str, workflow: str, mode: str,
+                 steps: dict[int, StepRecord], rows: list[dict[str, Any]], *,
+                 source: str | None = None, key: str | None = None) -> None:
+        if mode not in ("resume", "replay"):
+            raise ValueError(mode)
+        self.client = client
+        self.run_id = run_id
+        self.workflow = workflow
+        # resume: unfinished (or new) run, steps without a completed record run live.
+        # replay: a completed run; the first call that differs forks a new run.
+        self.mode = mode
+        self.steps = steps
+        self.rows = rows
+        self.source = source
+        self.key = key
+        self.status = "running"
+        self.replayed = 0
+        self.executed = 0
+        self.forked_from: str | None = None
+        self.resumed_from_status: str | None = None
+        self.notices: list[str] = []
+        self.notify: Callable[[str], None] = print
+        self.listeners: list[Callable[[RunContext, dict[str, Any]], None]] = []
+        self.started = time.monotonic()
+        self.ended: float | None = None
+        self._next_seq = 0
+        self._lock = threading.RLock()
+        self._code_recorded = {r["code_hash"] for r in rows if r["kind"] == "activity_code"}
+
+    # -- numbering and replay ----------------------------------------------------------------
+    def reserve(self, n: int = 1) -> int:
+        """Take the next ``n`` sequence numbers (at call time, so replay numbers alike)."""
+        with self._lock:
+            seq = self._next_seq
+            self._next_seq += n
+            return seq
+
+    def call(self, activity: Activity[Any, Any], args: tuple[Any, ...],
+             kwargs: dict[str, Any], seq: int | None = None) -> Any:
+        __tracebackhide__ = True
+        if seq is None:
+            seq = self.reserve()
+        self.check_cancelled()
+        digest = call_hash(args, kwargs)
+        with self._lock:
+            rec = self.steps.get(seq)
+            if self.mode == "replay" and (
+                rec is None or rec.status not in ("completed", "failed")
+                or rec.name != activity.name or rec.args_hash != digest
+            ):
+                self._fork(seq)
+                rec = None
+        if rec is not None:
+            if rec.name != activity.name or rec.args_hash != digest:
+                raise NondeterminismError(self._divergence(seq, rec, activity, args, kwargs))
+            if rec.status == "completed":
+                self.replayed += 1
+                value = rec.result()
+                self._emit({"kind": "step_replayed", "seq": seq, "name": rec.name})
+                return value
+            if rec.status == "failed" and self.mode == "replay":
+                # The completed run went past this failure (the workflow caught it).
+                self.replayed += 1
+                raise self._failure(seq, activity.name, rec.attempts, rec.error or "",
+                                    rec.recorded_exception())
+        return self._execute(seq, activity, args, kwargs, digest,
+                             first_attempt=rec.attempts + 1 if rec else 1)
+
+    def _divergence(self, seq: int, rec: StepRecord, activity: Activity[Any, Any],
+                    args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        now = preview({"args": list(args), "kwargs": kwargs})
+        reuse = f"steps 0–{seq - 1}" if seq > 0 else "no steps"
+        return (
+            f"step {seq} of run {self.run_id} does not match the journal: it recorded "
+            f"{rec.name}({rec.args_preview}) but the workflow now calls "
+            f"{activity.name}({now}). The workflow code or its inputs changed while the run "
+            f"is unfinished. Either start over with `%%workflow {self.workflow} --new`, or "
+            f"keep {reuse} and run the rest with the current code: "
+            f"`%%workflow {self.workflow} --fork-at {seq}`."
+        )
+
+    def _fork(self, seq: int) -> None:
+        """Replaying a completed run, step ``seq`` differs: continue live in a new run."""
+        from durable_nb.engine.identity import create_run
+
+        parent = self.run_id
+        kept = [r for r in self.rows if r["seq"] is None or r["seq"] < seq]
+        run_id = create_run(self.client, self.workflow, self.source, self.key,
+                            parent_run_id=parent, fork_at=seq)
+        self.client.append(copy_events(kept, run_id))
+        self.run_id, self.mode, self.rows = run_id, "resume", kept
+        self.steps = fold_steps(kept)
+        self.forked_from = parent
+        reuse = f"steps 0–{seq - 1} reused" if seq > 0 else "no steps reused"
+        self._notice(f"step {seq} differs from run {parent}: continuing as {run_id}, {reuse}")
+        self._emit({"kind": "run_forked", "from": parent, "seq": seq})
+
+    # -- live execution --------------------------------------------------------------------
+    def _execute(self, seq: int, activity: Activity[Any, Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any], digest: str, first_attempt: int) -> Any:
+        __tracebackhide__ = True
+        name, policy = activity.name, activity.policy
+        payload = encode_arguments(activity, args, kwargs, seq)
+        self._record_code(activity)
+        attempt, retries_left = first_attempt, policy.retries
+        while True:
+            self.check_cancelled()
+            self.client.append([event(
+                self.run_id, "step_started", seq=seq, attempt=attempt, name=name,
+                args_hash=digest, code_hash=activity.code_hash, data_json=payload.json,
+                data_pickle=payload.pickle_b64, preview=payload.preview,
+            )], wait=False)
+            self._emit({"kind": "step_started", "seq": seq, "name": name, "attempt": attempt})
+            token = _in_activity.set(True)
+            try:
+                value = activity.invoke(args, kwargs)
+            except Exception as exc:
+                retry = retries_left > 0 and policy.is_retryable(exc)
+                self._record_failure(seq, attempt, name, exc, final=not retry)
+                if not retry:
+                    raise self._failure(seq, name, attempt, f"{type(exc).__name__}: {exc}",
+                                        exc, retryable=policy.is_retryable(exc)) from exc
+                retries_left -= 1
+                time.sleep(policy.delay(policy.retries - retries_left))
+                attempt += 1
+                continue
+            finally:
+                _in_activity.reset(token)
+            try:
+                result = encode(value, what=f"the result of {name}() at step {seq}")
+            except PayloadError as exc:
+                self._record_failure(seq, attempt, name, exc, final=True)
+                raise
+            self.client.append([event(
+                self.run_id, "step_completed", seq=seq, attempt=attempt, name=name,
+                data_json=result.json, data_pickle=result.pickle_b64, preview=result.preview,
+            )], wait=True)  # the durability rule: durable before the workflow sees it
+            self.executed += 1
+            self._emit({"kind": "step_completed", "seq": seq, "name": name,
+                        "attempt": attempt})
+            return value
+
+    def _record_failure(self, seq: int, attempt: int, name: str, exc: BaseException,
+                        final: bool) -> None:
+        try:
+            pickled: str | None = base64.b64encode(cloudpickle.dumps(exc)).decode("ascii")
+        except Exception:
+            pickled = None
+        self.client.append([event(
+            self.run_id, "step_failed", seq=seq, attempt=attempt, name=name,
+            error=f"{type(exc).__name__}: {exc}", data_pickle=pickled,
+            traceback="".join(traceback.format_exception(exc)), meta={"final": final},
+        )], wait=final)
+        self._emit({"kind": "step_failed", "seq": seq, "name": name, "attempt": attempt,
+                    "final": final, "error": f"{type(exc).__name__}: {exc}"})
+
+    def _failure(self, seq: int, name: str, attempts: int, error: str,
+                 cause: BaseException | None, retryable: bool = True) -> ActivityFailed:
+        why = "" if retryable else " (not retried: a programming error)"
+        exc = ActivityFailed(
+            f"activity {name}() failed at step {seq} of run {self.run_id} after {attempts} "
+            f"attempt{'s' if attempts != 1 else ''}{why}: {error}\n"
+            f"Fix the activity (re-run its cell) and re-run the workflow cell: steps before "
+            f"{seq} are replayed from the journal and step {seq} runs again with the new code.",
+            run_id=self.run_id, seq=seq, activity=name, attempts=attempts, cause=cause,
+        )
+        if cause is not None and exc.__cause__ is None:
+            exc.__cause__ = cause
+        return exc
+
+    def _record_code(self, activity: Activity[Any, Any]) -> None:
+        if activity.code_hash in self._code_recorded:
+            return
+        self._code_recorded.add(activity.code_hash)
+        self.client.append([event(self.run_id, "activity_code", name=activity.name,
+                                  code_hash=activity.code_hash,
+                                  meta={"source": activity.source})], wait=False)
+
+    # -- run lifecycle ---------------------------------------------------------------------
+    def check_cancelled(self) -> None:
+        if self.run_id in self.client.cancelled:
+            raise RunCancelled(f"run {self.run_id} was cancelled")
+
+    def execute(self, body: Callable[[], Any]) -> Any:
+        """Run the workflow body as this run, recording how it ends."""
+        __tracebackhide__ = True
+        token = _current.set(self)
+        foreground = threading.current_thread() is threading.main_thread()
+        if foreground:
+            _foreground.add(self)
+        try:
+            value = body()
+            with self._lock:
+                recorded = max(self.steps, default=-1) + 1
+                if self.mode == "replay" and self._next_seq < recorded:
+                    self._fork(self._next_seq)  # the workflow now makes fewer calls
+            if self.mode == "resume":
+                self._finish("completed")
+            self.status = "completed"
+            return value
+        except RunCancelled:
+            self.status = "cancelled"
+            raise
+        except KeyboardInterrupt:
+            self._finish("interrupted", "interrupted by the user (kernel interrupt)")
+            self._notice(f"run {self.run_id} interrupted: re-run the cell to resume it")
+            raise
+        except BaseException as exc:
+            if self.mode == "resume":
+                first_line = str(exc).splitlines()[0] if str(exc) else ""
+                self._finish("failed", f"{type(exc).__name__}: {first_line}",
+                             "".join(traceback.format_exception(exc)))
+            self.status = "failed"
+            raise
+        finally:
+            self.ended = time.monotonic()
+            _current.reset(token)
+            _foreground.discard(self)
+
+    def _finish(self, status: str, error: str | None = None, tb: str | None = None) -> None:
+        self.status = status
+        if self.run_id in self.client.cancelled:
+            self.status = "cancelled"
+            return
+        self.client.append([event(self.run_id, "run_status", status=status, name=self.workflow,
+                                  error=error, traceback=tb)], wait=True)
+        self._emit({"kind": "run_status", "status": status, "error": error})
+
+    def _notice(self, text: str) -> None:
+        self.notices.append(text)
+        self.notify(text)
+
+    def _emit(self, ev: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            listener(self, ev)
+
+    # -- reporting -------------------------------------------------------------------------
+    @property
+    def elapsed(self) -> float:
+        return (self.ended or time.monotonic()) - self.started
+
+    def summary(self) -> str:
+        steps = self.replayed + self.executed
+        parts = [f"{self.run_id} {self.status}: {steps} step{'s' if steps != 1 else ''} "
+                 f"({self.replayed} replayed, {self.executed} ran) in {self.elapsed:.2f} s"]
+        if self.resumed_from_status:
+            parts.append(f"resumed a {self.resumed_from_status} run")
+        if self.forked_from:
+            parts.append(f"forked from {self.forked_from}")
+        return "; ".join(parts)
+
+
+def encode_arguments(activity: Activity[Any, Any], args: tuple[Any, ...],
+                     kwargs: dict[str, Any], seq: int) -> Any:
+    """Encode a call's arguments by parameter name, naming the one that cannot be stored."""
+    named = activity.bind(args, kwargs)
+    try:
+        return encode(named, what=f"the arguments of {activity.name}() at step {seq}")
+    except PayloadError:
+        for i, (param, arg) in enumerate(named.items()):
+            encode(arg, what=f"argument {i + 1} ({param!r}) of {activity.name}() at step {seq}")
+        raise

@@ -1,0 +1,62 @@
+"""Exceptions a notebook user can catch, each naming what went wrong and the way on."""
+
+from __future__ import annotations
+
+
+class DurableError(Exception):
+    """Base class of every durable_nb error."""
+
+
+class JournalUnavailable(DurableError):
+    """The journal home or the journal server cannot be used (permissions, start failure)."""
+
+
+class JournalCorrupted(JournalUnavailable):
+    """A journal file cannot be read; the message names the file and how to recover."""
+
+
+class RunNotFound(DurableError, KeyError):
+    """No run with the given id exists in the journal."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class RunBusy(DurableError):
+    """Another live process is executing the run."""
+
+
+class NondeterminismError(DurableError):
+    """Replaying a run, the workflow asked for a different call than the journal holds."""
+
+
+class ActivityFailed(DurableError):
+    """An activity failed for good (retries exhausted or a non-retryable error).
+
+    The original exception is chained as ``__cause__`` and kept in ``cause``.
+    """
+
+    def __init__(self, message: str, *, run_id: str, seq: int, activity: str,
+                 attempts: int, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.seq = seq
+        self.activity = activity
+        self.attempts = attempts
+        self.cause = cause
+
+
+class ActivityTimeout(DurableError, TimeoutError):
+    """One attempt of an activity ran longer than its timeout."""
+
+
+class PayloadError(DurableError, TypeError):
+    """An argument or result cannot be stored (not JSON-able and not picklable)."""
+
+
+class RunCancelled(DurableError):
+    """The run was cancelled (from the widget, the sidebar or the CLI)."""
+
+
+class QueryError(DurableError, ValueError):
+    """A SQL query sent to the journal failed; the message is the database's."""

@@ -1,0 +1,1 @@
+"""Storage of the durable journal: schema, DuckDB store, payload codec, write-ahead segments."""

@@ -1,0 +1,126 @@
+"""``%%activity`` and ``%%workflow``: the notebook face of activities and workflows."""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from durable_nb.engine.activity import Activity
+from durable_nb.engine.identity import open_run
+from durable_nb.engine.retry import RetryPolicy
+from durable_nb.engine.run import current_run
+from durable_nb.errors import RunNotFound
+
+
+def _top_level_functions(tree: ast.Module, source: str) -> dict[str, str]:
+    """Names and source text (decorators included) of the functions a cell defines."""
+    lines = source.splitlines(keepends=True)
+    found: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.AsyncFunctionDef):
+            raise UsageError(
+                f"%%activity: {node.name} is an async function; activities are plain "
+                "functions (call asyncio.run(...) inside one if it needs async I/O)"
+            )
+        if isinstance(node, ast.FunctionDef):
+            first = min([d.lineno for d in node.decorator_list] + [node.lineno])
+            found[node.name] = "".join(lines[first - 1 : node.end_lineno])
+    return found
+
+
+@magics_class
+class DurableMagics(Magics):
+    """Cell magics that make notebook code durable."""
+
+    def _compile(self, cell: str) -> tuple[str, ast.Module, str]:
+        """IPython-transform a cell and register its source so tracebacks show its lines."""
+        code = self.shell.transform_cell(cell)
+        filename = self.shell.compile.cache(code, self.shell.execution_count)
+        try:
+            tree = ast.parse(code, filename)
+        except SyntaxError as exc:
+            raise UsageError(f"the cell does not parse: {exc}") from None
+        return code, tree, filename
+
+    @magic_arguments()
+    @argument("--retries", type=int, default=0,
+              help="retries after the first attempt (0 = one attempt)")
+    @argument("--timeout", type=float, default=None, help="seconds per attempt")
+    @argument("--backoff", type=float, default=1.0, help="seconds before the first retry")
+    @cell_magic
+    def activity(self, line: str, cell: str) -> None:
+        """Define the cell's top-level functions as activities: journaled inside workflows.
+
+        Usage: %%activity [--retries N] [--timeout S] [--backoff S]
+        """
+        opts = parse_argstring(self.activity, line)
+        try:
+            policy = RetryPolicy(retries=opts.retries, timeout=opts.timeout,
+                                 backoff=opts.backoff)
+        except ValueError as exc:
+            raise UsageError(f"%%activity: {exc}") from None
+        code, tree, filename = self._compile(cell)
+        functions = _top_level_functions(tree, code)
+        if not functions:
+            raise UsageError(
+                "%%activity: the cell defines no function. Write `def name(...):` at the top "
+                "level of the cell; each such function becomes an activity."
+            )
+        ns = self.shell.user_ns
+        exec(compile(tree, filename, "exec"), ns)  # noqa: S102 - the user's own cell
+        for name, source in functions.items():
+            ns[name] = Activity(ns[name], policy, name=name, source=source)
+
+    @magic_arguments()
+    @argument("name", help="workflow name: runs of the same name resume each other")
+    @argument("--new", action="store_true", help="start a fresh run")
+    @argument("--id", dest="run_id", default=None, help="resume or replay this run")
+    @argument("--fork-at", dest="fork_at", type=int, default=None,
+              help="keep steps before N of the run, run the rest with the current code")
+    @cell_magic
+    def workflow(self, line: str, cell: str) -> Any:
+        """Run the cell as a durable workflow: its activity calls are journaled steps.
+
+        Re-running the cell resumes the latest unfinished run of NAME; a finished run is
+        replayed from the journal (nothing executes) unless a step now differs, in which
+        case a new run continues from there.
+
+        Usage: %%workflow NAME [--new] [--id RUN_ID] [--fork-at N]
+        """
+        __tracebackhide__ = True
+        opts = parse_argstring(self.workflow, line)
+        if opts.fork_at is not None and opts.fork_at < 0:
+            raise UsageError("%%workflow: --fork-at takes a step number >= 0")
+        if opts.new and (opts.run_id or opts.fork_at is not None):
+            raise UsageError("%%workflow: --new starts from nothing; it cannot be combined "
+                             "with --id or --fork-at")
+        if current_run() is not None:
+            raise UsageError("%%workflow cannot run inside another workflow")
+        code, tree, filename = self._compile(cell)
+        last_expr = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last_expr = ast.Expression(tree.body.pop().value)
+        body_code = compile(tree, filename, "exec")
+        expr_code = compile(last_expr, filename, "eval") if last_expr else None
+        ns = self.shell.user_ns
+
+        def body() -> Any:
+            __tracebackhide__ = True
+            exec(body_code, ns)  # noqa: S102 - the user's own cell
+            return eval(expr_code, ns) if expr_code else None  # noqa: S307
+
+        try:
+            ctx = open_run(opts.name, source=cell, new=opts.new, run_id=opts.run_id,
+                           fork_at=opts.fork_at)
+        except (RunNotFound, ValueError) as exc:
+            raise UsageError(f"%%workflow: {exc}") from None
+        for notice in ctx.notices:
+            print(notice)
+        try:
+            return ctx.execute(body)
+        finally:
+            print(ctx.summary())

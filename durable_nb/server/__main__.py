@@ -1,0 +1,5 @@
+import sys
+
+from durable_nb.server.app import main
+
+sys.exit(main())

@@ -1,0 +1,370 @@
+"""The journal server process: owns the DuckDB file, group-commits appends, answers queries.
+
+Writes arrive over one ROUTER socket. Each pass of the loop drains every message that has
+arrived, appends the batch to the write-ahead segment with a single fdatasync, then
+acknowledges: that is the moment an event is durable. Segments are loaded into DuckDB in
+bulk every ``FLUSH_INTERVAL`` seconds and before any read, so queries see every
+acknowledged event. The server also notices runs whose process died (marks them
+interrupted) and exits after an idle time with no clients and no live runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from durable_nb.errors import DurableError, RunBusy, RunNotFound
+from durable_nb.journal.home import (
+    DB_FILE,
+    SEGMENT_FILE,
+    SERVER_FILE,
+    ipc_endpoint,
+    journal_home,
+)
+from durable_nb.journal.schema import EVENT_COLUMNS
+from durable_nb.journal.segment import Segment
+from durable_nb.journal.store import JournalStore
+from durable_nb.server import protocol
+from durable_nb.server.discovery import (
+    ERROR_FILE,
+    pid_alive,
+    read_server_info,
+    write_server_info,
+)
+
+log = logging.getLogger("durable_nb.server")
+
+FLUSH_INTERVAL = 0.05  # seconds an acknowledged event may wait before it is in DuckDB
+FLUSH_MAX_EVENTS = 20_000
+HOUSEKEEPING_INTERVAL = 1.0
+DEFAULT_IDLE_TIMEOUT = 900.0
+
+
+@dataclass
+class RunState:
+    workflow: str
+    status: str
+    owner_pid: int | None
+
+
+class JournalServer:
+    def __init__(self, home: Path, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+        self.home = home
+        self.idle_timeout = idle_timeout
+        self.store = JournalStore(home / DB_FILE)
+        self.segment = Segment(home / SEGMENT_FILE)
+        self.store.insert(self.segment.read())  # events acknowledged before a crash
+        self.store.checkpoint()
+        self.segment.reset()
+        self.next_id = self.store.max_id() + 1
+        self.pending: list[dict[str, Any]] = []  # durable in the segment, not yet in DuckDB
+        self.pending_since = 0.0
+        self.staged: list[list[dict[str, Any]]] = []  # accepted this pass, not yet synced
+        self.replies: list[tuple[bytes, dict[str, Any]]] = []
+        self.runs: dict[str, RunState] = {}
+        self.run_counters: dict[str, int] = {}
+        self.started_eids: dict[str, str] = {}
+        self.clients: dict[int, float] = {}
+        self.last_message = time.monotonic()
+        self.started_at = time.time()
+        self.stopping = False
+        self._load_state()
+
+    # -- state ---------------------------------------------------------------------------
+    def _load_state(self) -> None:
+        rows = self.store.query("""
+            SELECT r.run_id, r.workflow, r.status, o.pid, s.eid
+            FROM runs r
+            LEFT JOIN (SELECT run_id, arg_max(json_extract(meta, '$.pid')::BIGINT, id) AS pid
+                       FROM events WHERE kind IN ('run_started', 'run_status')
+                         AND json_extract(meta, '$.pid') IS NOT NULL GROUP BY run_id) o
+              USING (run_id)
+            JOIN events s ON s.run_id = r.run_id AND s.kind = 'run_started'
+        """).to_pylist()
+        for row in rows:
+            self.runs[row["run_id"]] = RunState(row["workflow"], row["status"], row["pid"])
+            self.started_eids[row["eid"]] = row["run_id"]
+            self._count_run_id(row["workflow"], row["run_id"])
+
+    def _count_run_id(self, workflow: str, run_id: str) -> None:
+        m = re.fullmatch(re.escape(workflow) + r"-(\d+)", run_id)
+        if m:
+            self.run_counters[workflow] = max(self.run_counters.get(workflow, 0), int(m[1]))
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        kind, run_id = event["kind"], event["run_id"]
+        meta = json.loads(event["meta"]) if event.get("meta") else {}
+        if kind == "run_started":
+            self.runs[run_id] = RunState(event["name"], "running", meta.get("pid"))
+            self.started_eids[event["eid"]] = run_id
+            self._count_run_id(event["name"], run_id)
+        elif kind == "run_status" and run_id in self.runs:
+            state = self.runs[run_id]
+            state.status = event["status"]
+            if event["status"] == "running":
+                state.owner_pid = meta.get("pid")
+
+    def _stage(self, events: list[dict[str, Any]]) -> list[int]:
+        ids = []
+        for event in events:
+            for column in EVENT_COLUMNS:
+                event.setdefault(column, None)
+            event["id"] = self.next_id
+            ids.append(self.next_id)
+            self.next_id += 1
+            self._apply(event)
+        self.staged.append(events)
+        return ids
+
+    def _event(self, run_id: str, kind: str, **fields: Any) -> dict[str, Any]:
+        return {"eid": uuid.uuid4().hex, "ts": time.time(), "run_id": run_id, "kind": kind,
+                **fields}
+
+    # -- operations ----------------------------------------------------------------------
+    def op_ping(self, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"pid": os.getpid(), "protocol": protocol.PROTOCOL_VERSION}
+
+    def op_hello(self, msg: dict[str, Any]) -> dict[str, Any]:
+        self.clients[int(msg["pid"])] = time.monotonic()
+        return self.op_ping(msg)
+
+    def op_bye(self, msg: dict[str, Any]) -> dict[str, Any]:
+        self.clients.pop(int(msg["pid"]), None)
+        return {}
+
+    def op_append(self, msg: dict[str, Any]) -> dict[str, Any]:
+        events = msg["events"]
+        ids = self._stage(events)
+        cancelled = sorted({e["run_id"] for e in events
+                            if (s := self.runs.get(e["run_id"])) and s.status == "cancelled"})
+        return {"ids": ids, "cancelled": cancelled}
+
+    def op_create_run(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Allocate ``<workflow>-<n>`` and record the run's start, atomically across clients."""
+        event = msg["event"]
+        if event["eid"] in self.started_eids:  # a resend after a lost acknowledgement
+            return {"run_id": self.started_eids[event["eid"]]}
+        workflow = event["name"]
+        run_id = event.get("run_id")
+        if not run_id or run_id in self.runs:
+            n = self.run_counters.get(workflow, 0) + 1
+            while f"{workflow}-{n}" in self.runs:
+                n += 1
+            run_id = f"{workflow}-{n}"
+        event["run_id"] = run_id
+        self._stage([event])
+        return {"run_id": run_id}
+
+    def op_claim_run(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Mark a run as executed by ``pid`` unless another live process executes it."""
+        run_id, pid = msg["run_id"], int(msg["pid"])
+        state = self.runs.get(run_id)
+        if state is None:
+            raise RunNotFound(f"no run {run_id!r} in the journal {self.home}")
+        owner = state.owner_pid
+        if (state.status == "running" and owner and owner != pid and pid_alive(owner)
+                and not msg.get("force")):
+            raise RunBusy(
+                f"run {run_id} is being executed by another live process (pid {owner}). "
+                "Wait for it, cancel it (`durable-nb cancel` or the sidebar), or start a new "
+                "run with --new."
+            )
+        self._stage([self._event(run_id, "run_status", status="running", name=state.workflow,
+                                 meta=json.dumps({**(msg.get("meta") or {}), "pid": pid}),
+                                 eid=msg["eid"])])
+        return {"previous_status": state.status}
+
+    def op_query(self, msg: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        self._flush()
+        table = self.store.query(msg["sql"], msg.get("params"))
+        return {"rows": table.num_rows}, protocol.table_to_bytes(table)
+
+    def op_events_since(self, msg: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        sql = "SELECT * EXCLUDE (data_pickle) FROM events WHERE id > ?"
+        params: list[Any] = [int(msg.get("since", 0))]
+        if msg.get("run_id"):
+            sql += " AND run_id = ?"
+            params.append(msg["run_id"])
+        sql += f" ORDER BY id LIMIT {int(msg.get('limit', 10_000))}"
+        return self.op_query({"sql": sql, "params": params})
+
+    def op_status(self, msg: dict[str, Any]) -> dict[str, Any]:
+        self._prune_clients()
+        return {
+            "pid": os.getpid(), "home": str(self.home), "db": str(self.store.path),
+            "started_at": self.started_at, "clients": sorted(self.clients),
+            "active_runs": sorted(r for r, s in self.runs.items() if s.status == "running"),
+            "runs": len(self.runs), "next_event_id": self.next_id,
+            "pending": len(self.pending), "idle_timeout": self.idle_timeout,
+        }
+
+    def op_shutdown(self, msg: dict[str, Any]) -> dict[str, Any]:
+        self.stopping = True
+        return {"pid": os.getpid()}
+
+    # -- durability ----------------------------------------------------------------------
+    def _commit_staged(self, sock: zmq.Socket[bytes]) -> None:
+        """Make staged events durable with one fdatasync, then send the held replies."""
+        if self.staged:
+            self.segment.append(self.staged)
+            if not self.pending:
+                self.pending_since = time.monotonic()
+            for batch in self.staged:
+                self.pending.extend(batch)
+            self.staged = []
+        for ident, reply in self.replies:
+            sock.send_multipart([ident, protocol.dumps(reply)])
+        self.replies = []
+        if len(self.pending) >= FLUSH_MAX_EVENTS:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Load acknowledged events into DuckDB, then empty the segment."""
+        if not self.pending:
+            return
+        self.store.insert(self.pending)
+        self.pending = []
+        self.segment.reset()
+
+    # -- housekeeping --------------------------------------------------------------------
+    def _prune_clients(self) -> None:
+        for pid in [p for p in self.clients if not pid_alive(p)]:
+            del self.clients[pid]
+
+    def _housekeeping(self) -> None:
+        self._prune_clients()
+        for run_id, state in self.runs.items():
+            if state.status == "running" and state.owner_pid and not pid_alive(state.owner_pid):
+                self._stage([self._event(
+                    run_id, "run_status", status="interrupted", name=state.workflow,
+                    error=f"the process executing the run (pid {state.owner_pid}) exited",
+                )])
+        idle = time.monotonic() - self.last_message
+        live_runs = any(s.status == "running" for s in self.runs.values())
+        if not self.clients and not live_runs and idle > self.idle_timeout:
+            log.info("idle for %.0f s with no clients and no live runs: exiting", idle)
+            self.stopping = True
+
+    # -- loop ----------------------------------------------------------------------------
+    def serve(self, endpoint: str) -> None:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.bind(endpoint)
+        write_server_info(self.home, {"pid": os.getpid(), "endpoint": endpoint,
+                                      "started_at": self.started_at,
+                                      "protocol": protocol.PROTOCOL_VERSION})
+        log.info("serving %s on %s", self.home, endpoint)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
+        try:
+            while not self.stopping:
+                now = time.monotonic()
+                wait = next_housekeeping - now
+                if self.pending:
+                    wait = min(wait, self.pending_since + FLUSH_INTERVAL - now)
+                if poller.poll(max(0.0, wait) * 1000):
+                    self._drain(sock)
+                now = time.monotonic()
+                if self.pending and now - self.pending_since >= FLUSH_INTERVAL:
+                    self._flush()
+                if now >= next_housekeeping:
+                    self._housekeeping()
+                    self._commit_staged(sock)
+                    next_housekeeping = now + HOUSEKEEPING_INTERVAL
+            self._commit_staged(sock)
+            self._flush()
+            self.store.checkpoint()
+        finally:
+            sock.close()
+            ctx.term()
+            self.store.close()
+            self.segment.close()
+
+    def _drain(self, sock: zmq.Socket[bytes]) -> None:
+        self.last_message = time.monotonic()
+        while True:
+            try:
+                ident, frame = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except ValueError:  # not [ident, frame]: ignore a malformed sender
+                continue
+            self._handle(sock, ident, frame)
+        self._commit_staged(sock)
+
+    def _handle(self, sock: zmq.Socket[bytes], ident: bytes, frame: bytes) -> None:
+        request_id = None
+        try:
+            msg = protocol.loads(frame)
+            request_id = msg.get("id")
+            op = msg.get("op")
+            handler = getattr(self, f"op_{op}", None)
+            if handler is None:
+                raise ValueError(f"unknown operation {op!r}")
+            if op not in protocol.WRITE_OPS:
+                self._commit_staged(sock)  # reads see every earlier write, in order
+            result = handler(msg)
+        except Exception as exc:
+            if not isinstance(exc, (DurableError, ValueError, KeyError)):
+                log.exception("request failed")
+            reply = {"id": request_id, "ok": False, "type": type(exc).__name__,
+                     "error": str(exc) if not isinstance(exc, KeyError) or isinstance(
+                         exc, DurableError) else f"missing field {exc}"}
+            self.replies.append((ident, reply))
+            return
+        if isinstance(result, tuple):
+            body, extra = result
+            sock.send_multipart([ident, protocol.dumps({"id": request_id, "ok": True, **body}),
+                                 extra])
+        else:
+            self.replies.append((ident, {"id": request_id, "ok": True, **result}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m durable_nb.server",
+                                     description="Run the durable_nb journal server.")
+    parser.add_argument("--home", help="journal home (default: DURABLE_NB_HOME or Jupyter's)")
+    parser.add_argument("--idle-timeout", type=float,
+                        default=float(os.environ.get("DURABLE_NB_SERVER_IDLE",
+                                                     DEFAULT_IDLE_TIMEOUT)))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(process)d %(levelname)s %(message)s")
+    os.umask(0o077)  # the journal holds every argument and result: owner only
+    home = journal_home(args.home)
+    lock_fd = os.open(home / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.info("another journal server holds %s; exiting", home)
+        return 0
+    try:
+        server = JournalServer(home, idle_timeout=args.idle_timeout)
+    except DurableError as exc:
+        (home / ERROR_FILE).write_text(f"{type(exc).__name__}\n{exc}")
+        log.error("cannot start: %s", exc)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "stopping", True))
+    try:
+        server.serve(ipc_endpoint(home))
+    finally:
+        info = read_server_info(home)
+        if info and info.get("pid") == os.getpid():
+            (home / SERVER_FILE).unlink(missing_ok=True)
+    log.info("stopped")
+    return 0

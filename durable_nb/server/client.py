@@ -1,0 +1,237 @@
+"""Client of the journal server: ordered appends, queries, and recovery from a server crash.
+
+One DEALER socket carries every write of this process in order, so when the server
+acknowledges an append, everything sent before it is durable too. Writes stay in
+``_unacked`` until acknowledged; if the server dies, the client starts a new one and
+resends them (appends carry ids, so a write that did reach the segment is not doubled).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import zmq
+
+from durable_nb import errors
+from durable_nb.journal.home import journal_home
+from durable_nb.server import protocol
+from durable_nb.server.discovery import (
+    LOG_FILE,
+    file_lock,
+    pid_alive,
+    read_server_info,
+    spawn_server,
+    startup_failure,
+)
+
+log = logging.getLogger("durable_nb.client")
+
+START_TIMEOUT = float(os.environ.get("DURABLE_NB_SERVER_START_TIMEOUT", "30"))
+PING_TIMEOUT = 5.0
+POLL_MS = 200
+
+
+class JournalClient:
+    """A connection from this process to the journal server of one journal home."""
+
+    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+        self.home: Path = journal_home(home)
+        self._lock = threading.RLock()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._sock: zmq.Socket[bytes] | None = None
+        self._server_pid: int | None = None
+        self._owner_pid = os.getpid()
+        self._next_id = 0
+        self._unacked: dict[int, bytes] = {}  # in send order
+        self.cancelled: set[str] = set()
+        self.closed = False
+
+    # -- connection ------------------------------------------------------------------------
+    def _ensure_connected(self) -> zmq.Socket[bytes]:
+        if self._owner_pid != os.getpid():  # forked: the parent's socket is not ours
+            self._sock = self._ctx = None
+            self._unacked.clear()
+            self._owner_pid = os.getpid()
+        if self._sock is None:
+            self._connect()
+        assert self._sock is not None
+        return self._sock
+
+    def _connect(self) -> None:
+        if self._try_connect(read_server_info(self.home)):
+            return
+        with file_lock(self.home / "spawn.lock"):
+            if self._try_connect(read_server_info(self.home)):
+                return
+            proc = spawn_server(self.home)
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                info = read_server_info(self.home)
+                if proc.poll() is not None:
+                    if proc.returncode == 0 and self._try_connect(info):
+                        return  # another server won the race and serves this home
+                    raise startup_failure(self.home, proc)
+                if info and info["pid"] == proc.pid and self._try_connect(info):
+                    return
+                if time.monotonic() > deadline:
+                    raise errors.JournalUnavailable(
+                        f"the journal server for {self.home} did not answer within "
+                        f"{START_TIMEOUT:.0f} s. See {self.home / LOG_FILE}; raise "
+                        "DURABLE_NB_SERVER_START_TIMEOUT on a slow machine."
+                    )
+                time.sleep(0.02)
+
+    def _try_connect(self, info: dict[str, Any] | None) -> bool:
+        if not info or not pid_alive(int(info["pid"])):
+            return False
+        if self._ctx is None:
+            self._ctx = zmq.Context()
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(info["endpoint"])
+        hello = protocol.dumps({"id": -1, "op": "hello", "pid": os.getpid()})
+        sock.send(hello)
+        if not sock.poll(PING_TIMEOUT * 1000):
+            sock.close()
+            return False
+        sock.recv_multipart()
+        self._drop_socket()
+        self._sock, self._server_pid = sock, int(info["pid"])
+        for frame in self._unacked.values():  # resend what the old server never acknowledged
+            sock.send(frame)
+        return True
+
+    def _drop_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    # -- requests --------------------------------------------------------------------------
+    def send(self, op: str, **fields: Any) -> int:
+        """Send a request without waiting; its reply is consumed by a later ``wait``."""
+        with self._lock:
+            sock = self._ensure_connected()
+            self._next_id += 1
+            rid = self._next_id
+            frame = protocol.dumps({"id": rid, "op": op, **fields})
+            self._unacked[rid] = frame
+            sock.send(frame)
+            return rid
+
+    def wait(self, rid: int, timeout: float | None = None) -> tuple[dict[str, Any], list[bytes]]:
+        """Wait for the reply to request ``rid``; restarts a dead server and resends."""
+        with self._lock:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                sock = self._ensure_connected()
+                if sock.poll(POLL_MS):
+                    frames = sock.recv_multipart()
+                    reply = protocol.loads(frames[0])
+                    got = reply.get("id")
+                    if got not in self._unacked:
+                        continue  # a duplicate answer to a resent request
+                    del self._unacked[got]
+                    self.cancelled.update(reply.get("cancelled", ()))
+                    if got == rid:
+                        if not reply.get("ok"):
+                            raise _error_from(reply)
+                        return reply, frames[1:]
+                    if not reply.get("ok"):
+                        log.warning("journal request %s failed: %s", got, reply.get("error"))
+                    continue
+                if rid not in self._unacked:
+                    raise errors.DurableError(f"request {rid} was already answered")
+                if self._server_pid is not None and not pid_alive(self._server_pid):
+                    log.warning("journal server (pid %s) died; restarting it", self._server_pid)
+                    self._drop_socket()
+                    continue
+                if deadline is not None and time.monotonic() > deadline:
+                    raise errors.JournalUnavailable(
+                        f"the journal server (pid {self._server_pid}) did not answer within "
+                        f"{timeout:.0f} s. See {self.home / LOG_FILE}."
+                    )
+
+    def call(self, op: str, timeout: float | None = 120.0, **fields: Any) -> dict[str, Any]:
+        reply, _ = self.wait(self.send(op, **fields), timeout)
+        return reply
+
+    def append(self, events: list[dict[str, Any]], *, wait: bool = True) -> int:
+        """Append events; with ``wait`` return only once they are durable."""
+        rid = self.send("append", events=events)
+        if wait:
+            self.wait(rid)
+        return rid
+
+    def query(self, sql: str, params: list[Any] | None = None,
+              timeout: float | None = 300.0) -> pa.Table:
+        reply, frames = self.wait(self.send("query", sql=sql, params=params), timeout)
+        return protocol.table_from_bytes(frames[0])
+
+    def events_since(self, since: int, run_id: str | None = None,
+                     limit: int = 10_000) -> pa.Table:
+        reply, frames = self.wait(
+            self.send("events_since", since=since, run_id=run_id, limit=limit), 60.0)
+        return protocol.table_from_bytes(frames[0])
+
+    @property
+    def server_pid(self) -> int | None:
+        with self._lock:
+            self._ensure_connected()
+            return self._server_pid
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            if self._sock is not None and self._owner_pid == os.getpid():
+                with contextlib.suppress(zmq.ZMQError):
+                    self._sock.send(protocol.dumps({"id": 0, "op": "bye", "pid": os.getpid()}),
+                                    zmq.NOBLOCK)
+            self._drop_socket()
+            if self._ctx is not None:
+                self._ctx.term()
+                self._ctx = None
+
+
+def _error_from(reply: dict[str, Any]) -> errors.DurableError:
+    cls = getattr(errors, str(reply.get("type")), None)
+    message = str(reply.get("error"))
+    if isinstance(cls, type) and issubclass(cls, errors.DurableError):
+        return cls(message)
+    return errors.QueryError(f"{reply.get('type')}: {message}")
+
+
+_default: JournalClient | None = None
+_default_lock = threading.Lock()
+
+
+def default_client() -> JournalClient:
+    """The process-wide client of the current journal home (follows DURABLE_NB_HOME)."""
+    global _default
+    with _default_lock:
+        home = journal_home()
+        if _default is None or _default.closed or _default.home != home:
+            if _default is not None:
+                _default.close()
+            _default = JournalClient(home)
+        return _default
+
+
+def reset_default_client() -> None:
+    global _default
+    with _default_lock:
+        if _default is not None:
+            _default.close()
+        _default = None
+
+
+atexit.register(reset_default_client)
