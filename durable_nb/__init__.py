@@ -11,6 +11,7 @@ from durable_nb.engine.activity import Activity, activity
 from durable_nb.engine.determinism import now, random, side_effect, uuid4
 from durable_nb.engine.fanout import map
 from durable_nb.engine.retry import RetryPolicy
+from durable_nb.engine.run import StepInfo, current_step
 from durable_nb.engine.workflow import Workflow, workflow
 from durable_nb.errors import (
     ActivityFailed,
@@ -31,9 +32,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Activity", "ActivityFailed", "ActivityTimeout", "DurableError", "JournalCorrupted",
     "JournalUnavailable", "NondeterminismError", "PayloadError", "QueryError", "RetryPolicy",
-    "RunBusy", "RunCancelled", "RunNotFound", "Workflow", "activity", "load_ipython_extension",
-    "map", "now", "random", "runs", "shutdown_server", "side_effect", "sql", "steps", "uuid4",
-    "workflow",
+    "RunBusy", "RunCancelled", "RunNotFound", "StepInfo", "Workflow", "activity",
+    "current_step", "load_ipython_extension", "map", "now", "random", "runs",
+    "shutdown_server", "side_effect", "sql", "steps", "uuid4", "workflow",
 ]
 
 

@@ -106,6 +106,11 @@ def copy_events(rows: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]
     return out
 
 
+def steps_before(seq: int) -> str:
+    """"steps 0–11", "step 0" or "no steps": the prefix a fork at ``seq`` keeps."""
+    return "no steps" if seq <= 0 else "step 0" if seq == 1 else f"steps 0–{seq - 1}"
+
+
 def process_meta() -> dict[str, Any]:
     """Who executes a run: the server marks the run interrupted when this pid exits."""
     meta: dict[str, Any] = {"pid": os.getpid()}

@@ -13,18 +13,25 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from durable_nb.engine.history import StepRecord, copy_events, event, fold_steps
+from durable_nb.engine.history import (
+    StepRecord,
+    copy_events,
+    event,
+    fold_steps,
+    steps_before,
+)
 from durable_nb.errors import (
     ActivityFailed,
     NondeterminismError,
     PayloadError,
     RunCancelled,
 )
-from durable_nb.journal.codec import call_hash, encode, preview
+from durable_nb.journal.codec import call_hash, encode
 from durable_nb.server.client import JournalClient
 
 if TYPE_CHECKING:
@@ -34,7 +41,32 @@ _current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
     "durable_nb_run", default=None)
 _in_activity: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "durable_nb_in_activity", default=False)
+_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
+    "durable_nb_step", default=None)
 _foreground: set[RunContext] = set()  # runs executing on the main thread
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Which step an activity attempt is: ``key`` makes side effects idempotent.
+
+    A step in flight when its kernel died runs again (at-least-once), with the same run
+    id and sequence number; use ``key`` as an idempotency key for external writes.
+    """
+
+    run_id: str
+    seq: int
+    attempt: int
+    activity: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.run_id}/{self.seq}"
+
+
+def current_step() -> StepInfo | None:
+    """Inside an activity called by a workflow: which run, step and attempt this is."""
+    return _step.get()
 
 
 def current_run() -> RunContext | None:
@@ -132,14 +164,13 @@ class RunContext:
 
     def _divergence(self, seq: int, rec: StepRecord, activity: Activity[Any, Any],
                     args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        now = preview({"args": list(args), "kwargs": kwargs})
-        reuse = f"steps 0–{seq - 1}" if seq > 0 else "no steps"
+        now = encode_arguments(activity, args, kwargs, seq).preview
         return (
             f"step {seq} of run {self.run_id} does not match the journal: it recorded "
             f"{rec.name}({rec.args_preview}) but the workflow now calls "
             f"{activity.name}({now}). The workflow code or its inputs changed while the run "
             f"is unfinished. Either start over with `%%workflow {self.workflow} --new`, or "
-            f"keep {reuse} and run the rest with the current code: "
+            f"keep {steps_before(seq)} and run the rest with the current code: "
             f"`%%workflow {self.workflow} --fork-at {seq}`."
         )
 
@@ -155,8 +186,8 @@ class RunContext:
         self.run_id, self.mode, self.rows = run_id, "resume", kept
         self.steps = fold_steps(kept)
         self.forked_from = parent
-        reuse = f"steps 0–{seq - 1} reused" if seq > 0 else "no steps reused"
-        self._notice(f"step {seq} differs from run {parent}: continuing as {run_id}, {reuse}")
+        self._notice(f"step {seq} differs from run {parent}: continuing as {run_id}, "
+                     f"{steps_before(seq)} reused")
         self._emit({"kind": "run_forked", "from": parent, "seq": seq})
 
     # -- live execution --------------------------------------------------------------------
@@ -176,6 +207,7 @@ class RunContext:
             )], wait=False)
             self._emit({"kind": "step_started", "seq": seq, "name": name, "attempt": attempt})
             token = _in_activity.set(True)
+            step_token = _step.set(StepInfo(self.run_id, seq, attempt, name))
             try:
                 value = activity.invoke(args, kwargs)
             except Exception as exc:
@@ -189,6 +221,7 @@ class RunContext:
                 attempt += 1
                 continue
             finally:
+                _step.reset(step_token)
                 _in_activity.reset(token)
             try:
                 result = encode(value, what=f"the result of {name}() at step {seq}")
@@ -308,7 +341,7 @@ class RunContext:
         parts = [f"{self.run_id} {self.status}: {steps} step{'s' if steps != 1 else ''} "
                  f"({self.replayed} replayed, {self.executed} ran) in {self.elapsed:.2f} s"]
         if self.resumed_from_status:
-            parts.append(f"resumed a {self.resumed_from_status} run")
+            parts.append(f"resumed (was {self.resumed_from_status})")
         if self.forked_from:
             parts.append(f"forked from {self.forked_from}")
         return "; ".join(parts)

@@ -32,6 +32,15 @@ def _top_level_functions(tree: ast.Module, source: str) -> dict[str, str]:
     return found
 
 
+def _parse(magic: Any, line: str) -> Any:
+    """Parse magic arguments; a mistake gets the usage line with it."""
+    try:
+        return parse_argstring(magic, line)
+    except UsageError as exc:
+        usage = magic.parser.format_usage().strip().splitlines()[-1].strip()
+        raise UsageError(f"{exc}\nusage: %{usage}") from None
+
+
 @magics_class
 class DurableMagics(Magics):
     """Cell magics that make notebook code durable."""
@@ -47,17 +56,18 @@ class DurableMagics(Magics):
         return code, tree, filename
 
     @magic_arguments()
-    @argument("--retries", type=int, default=0,
+    @argument("--retries", type=int, default=0, metavar="N",
               help="retries after the first attempt (0 = one attempt)")
-    @argument("--timeout", type=float, default=None, help="seconds per attempt")
-    @argument("--backoff", type=float, default=1.0, help="seconds before the first retry")
+    @argument("--timeout", type=float, default=None, metavar="S", help="seconds per attempt")
+    @argument("--backoff", type=float, default=1.0, metavar="S",
+              help="seconds before the first retry")
     @cell_magic
     def activity(self, line: str, cell: str) -> None:
         """Define the cell's top-level functions as activities: journaled inside workflows.
 
         Usage: %%activity [--retries N] [--timeout S] [--backoff S]
         """
-        opts = parse_argstring(self.activity, line)
+        opts = _parse(self.activity, line)
         try:
             policy = RetryPolicy(retries=opts.retries, timeout=opts.timeout,
                                  backoff=opts.backoff)
@@ -76,10 +86,11 @@ class DurableMagics(Magics):
             ns[name] = Activity(ns[name], policy, name=name, source=source)
 
     @magic_arguments()
-    @argument("name", help="workflow name: runs of the same name resume each other")
+    @argument("name", metavar="NAME",
+              help="workflow name: runs of the same name resume each other")
     @argument("--new", action="store_true", help="start a fresh run")
     @argument("--id", dest="run_id", default=None, help="resume or replay this run")
-    @argument("--fork-at", dest="fork_at", type=int, default=None,
+    @argument("--fork-at", dest="fork_at", type=int, default=None, metavar="N",
               help="keep steps before N of the run, run the rest with the current code")
     @cell_magic
     def workflow(self, line: str, cell: str) -> Any:
@@ -92,7 +103,7 @@ class DurableMagics(Magics):
         Usage: %%workflow NAME [--new] [--id RUN_ID] [--fork-at N]
         """
         __tracebackhide__ = True
-        opts = parse_argstring(self.workflow, line)
+        opts = _parse(self.workflow, line)
         if opts.fork_at is not None and opts.fork_at < 0:
             raise UsageError("%%workflow: --fork-at takes a step number >= 0")
         if opts.new and (opts.run_id or opts.fork_at is not None):

@@ -1,0 +1,58 @@
+"""Real kernels (jupyter_client) sharing one journal home per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from durable_nb.testing import KernelSession
+
+
+@pytest.fixture
+def effects(tmp_path: Path) -> Path:
+    """The side-effect log activities append to: it counts real executions."""
+    return tmp_path / "effects.log"
+
+
+@pytest.fixture
+def kernel(journal_home: Path) -> Iterator[KernelSession]:
+    session = KernelSession(env={"DURABLE_NB_HOME": str(journal_home)})
+    session.start()
+    session.run("%load_ext durable_nb").raise_for_error()
+    yield session
+    session.shutdown()
+
+
+def restart(session: KernelSession) -> KernelSession:
+    """A fresh kernel process with the extension loaded, as after a crash."""
+    session.restart()
+    session.run("%load_ext durable_nb").raise_for_error()
+    return session
+
+
+def activity_cell(effects: Path, *, options: str = "", fail_on: int | None = None,
+                  sleep: float = 0.2) -> str:
+    """An %%activity cell whose ``train`` logs start/done lines to ``effects``."""
+    fail = f"    if i == {fail_on}:\n        raise ValueError(f'bad item {{i}}')\n" \
+        if fail_on is not None else ""
+    return (
+        f"%%activity {options}\n"
+        "import time\n"
+        "def train(i):\n"
+        f"    with open({str(effects)!r}, 'a') as f:\n"
+        "        f.write(f'start {i}\\n')\n"
+        f"    time.sleep({sleep})\n"
+        f"{fail}"
+        f"    with open({str(effects)!r}, 'a') as f:\n"
+        "        f.write(f'done {i}\\n')\n"
+        "    return {'item': i, 'loss': (i - 3) ** 2}\n"
+    )
+
+
+def effect_counts(effects: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in effects.read_text().splitlines():
+        counts[line] = counts.get(line, 0) + 1
+    return counts

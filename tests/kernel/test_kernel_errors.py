@@ -1,0 +1,94 @@
+"""Bad input in a real kernel: a clear error naming the problem and the way out, nothing lost."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import durable_nb
+from durable_nb.testing import KernelSession
+
+
+def test_bad_magic_arguments_print_usage(kernel: KernelSession):
+    out = kernel.run("%%workflow\nx = 1\n")
+    assert out.ename == "UsageError"
+    assert "the following arguments are required: NAME" in out.evalue
+    assert "usage: %%workflow [--new] [--id RUN_ID] [--fork-at N] NAME" in out.evalue
+    out = kernel.run("%%activity --retries many\ndef f():\n    pass\n")
+    assert out.ename == "UsageError" and "--retries" in out.evalue
+    assert "usage: %%activity [--retries N] [--timeout S] [--backoff S]" in out.evalue
+    out = kernel.run("%%workflow sweep --fork-at -1\nx = 1\n")
+    assert out.ename == "UsageError" and "--fork-at takes a step number" in out.evalue
+    out = kernel.run("%%workflow sweep --new --id sweep-1\nx = 1\n")
+    assert out.ename == "UsageError" and "cannot be combined" in out.evalue
+    out = kernel.run("%%workflow two words\nx = 1\n")
+    assert out.ename == "UsageError"
+    out = kernel.run("%%workflow 'bad name'\nx = 1\n")
+    assert out.ename == "UsageError" and "invalid workflow name" in out.evalue
+    out = kernel.run("%%activity\nx = 1\n")
+    assert out.ename == "UsageError" and "defines no function" in out.evalue
+    out = kernel.run("%%activity\nasync def f():\n    pass\n")
+    assert out.ename == "UsageError" and "async function" in out.evalue
+    out = kernel.run("%%activity --retries -2\ndef f():\n    pass\n")
+    assert out.ename == "UsageError" and "retries must be" in out.evalue
+
+
+def test_unknown_run_id_names_it_and_how_to_list_runs(kernel: KernelSession):
+    kernel.run("%%workflow sweep\nx = 1\n").raise_for_error()
+    out = kernel.run("%%workflow sweep --id sweep-42\nx = 1\n")
+    assert out.ename == "UsageError"
+    assert "no run 'sweep-42'" in out.evalue and "durable-nb runs" in out.evalue
+    assert list(durable_nb.runs().run_id) == ["sweep-1"]
+
+
+def test_activity_outside_a_workflow_is_a_plain_call(kernel: KernelSession):
+    kernel.run("%%activity\ndef double(x):\n    return 2 * x\n").raise_for_error()
+    out = kernel.run("print(double(21))").raise_for_error()
+    assert out.stdout.strip() == "42"
+    assert durable_nb.runs().empty
+
+
+def test_unpicklable_argument_names_type_and_argument_and_keeps_earlier_steps(
+        kernel: KernelSession):
+    kernel.run("%%activity\ndef fit(data, model=None):\n    return len(data)\n"
+               ).raise_for_error()
+    out = kernel.run("%%workflow fitting\nimport threading\nn = fit([1, 2])\n"
+                     "m = fit([1], model=threading.Lock())\n")
+    assert out.ename == "PayloadError"
+    assert "argument 2 ('model') of fit() at step 1" in out.evalue
+    assert "_thread.lock" in out.evalue
+    steps = durable_nb.steps("fitting-1")
+    assert list(steps.status) == ["completed"]
+    assert durable_nb.runs().iloc[0].status == "failed"
+
+
+def test_unwritable_journal_home_is_named_with_the_way_out(tmp_path: Path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the home's parent should be")
+    home = blocker / "home"
+    with KernelSession(env={"DURABLE_NB_HOME": str(home)}) as kernel:
+        kernel.run("%load_ext durable_nb").raise_for_error()
+        kernel.run("%%activity\ndef f():\n    return 1\n").raise_for_error()
+        out = kernel.run("%%workflow w\nx = f()\n")
+    assert out.ename == "JournalUnavailable"
+    assert str(home) in out.evalue and "DURABLE_NB_HOME" in out.evalue
+    assert blocker.read_text() == "a file where the home's parent should be"
+
+
+def test_corrupted_journal_file_names_the_file_and_how_to_recover(journal_home: Path):
+    journal_home.mkdir(mode=0o700)
+    db = journal_home / "journal.duckdb"
+    garbage = os.urandom(64 * 1024)
+    db.write_bytes(garbage)
+    with KernelSession(env={"DURABLE_NB_HOME": str(journal_home)}) as kernel:
+        kernel.run("%load_ext durable_nb").raise_for_error()
+        kernel.run("%%activity\ndef f():\n    return 1\n").raise_for_error()
+        out = kernel.run("%%workflow w\nx = f()\n")
+        assert out.ename == "JournalCorrupted"
+        assert str(db) in out.evalue and "mv " in out.evalue
+        assert db.read_bytes() == garbage  # nothing was overwritten
+
+        db.rename(journal_home / "journal.duckdb.corrupt")
+        kernel.run("%%workflow w\nx = f()\n").raise_for_error()
+    assert (journal_home / "journal.duckdb.corrupt").read_bytes() == garbage
+    assert list(durable_nb.runs().status) == ["completed"]
