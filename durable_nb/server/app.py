@@ -2,10 +2,12 @@
 
 Writes arrive over one ROUTER socket. Each pass of the loop drains every message that has
 arrived, appends the batch to the write-ahead segment with a single fdatasync, then
-acknowledges: that is the moment an event is durable. Segments are loaded into DuckDB in
-bulk every ``FLUSH_INTERVAL`` seconds and before any read, so queries see every
-acknowledged event. The server also notices runs whose process died (marks them
-interrupted) and exits after an idle time with no clients and no live runs.
+acknowledges: that is the moment an event is durable. Appends nobody waits for (``noreply``)
+ride along with the next sync, at most ``LINGER`` seconds later. Full segments are loaded into
+DuckDB in bulk by a background thread every ``FLUSH_INTERVAL`` seconds, and before any read,
+so queries see every acknowledged event while the loop keeps acknowledging. The server also
+notices runs whose process died (marks them interrupted) and exits after an idle time with
+no clients and no live runs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -48,6 +51,7 @@ from durable_nb.server.discovery import (
 log = logging.getLogger("durable_nb.server")
 
 FLUSH_INTERVAL = 0.05  # seconds an acknowledged event may wait before it is in DuckDB
+LINGER = 0.005  # seconds a no-reply append may wait for a sync to share
 FLUSH_MAX_EVENTS = 20_000
 HOUSEKEEPING_INTERVAL = 1.0
 DEFAULT_IDLE_TIMEOUT = 900.0
@@ -65,15 +69,24 @@ class JournalServer:
         self.home = home
         self.idle_timeout = idle_timeout
         self.store = JournalStore(home / DB_FILE)
-        self.segment = Segment(home / SEGMENT_FILE)
-        self.store.insert(self.segment.read())  # events acknowledged before a crash
+        leftovers = sorted(home.glob(f"{SEGMENT_FILE}.*"), key=_segment_number)
+        for path in leftovers:  # events acknowledged before a crash or a stop
+            old = Segment(path)
+            self.store.insert(old.read())
+            old.close()
         self.store.checkpoint()
-        self.segment.reset()
+        for path in leftovers:
+            path.unlink()
+        self.segment_number = _segment_number(leftovers[-1]) + 1 if leftovers else 1
+        self.segment = Segment(self._segment_path())
         self.next_id = self.store.max_id() + 1
         self.pending: list[dict[str, Any]] = []  # durable in the segment, not yet in DuckDB
         self.pending_since = 0.0
-        self.staged: list[list[dict[str, Any]]] = []  # accepted this pass, not yet synced
+        self.staged: list[list[dict[str, Any]]] = []  # accepted, not yet synced
+        self.staged_since = 0.0
         self.replies: list[tuple[bytes, dict[str, Any]]] = []
+        self.loader: threading.Thread | None = None
+        self.loader_error: BaseException | None = None
         self.runs: dict[str, RunState] = {}
         self.run_counters: dict[str, int] = {}
         self.started_eids: dict[str, str] = {}
@@ -126,6 +139,8 @@ class JournalServer:
             ids.append(self.next_id)
             self.next_id += 1
             self._apply(event)
+        if not self.staged:
+            self.staged_since = time.monotonic()
         self.staged.append(events)
         return ids
 
@@ -188,7 +203,7 @@ class JournalServer:
         return {"previous_status": state.status}
 
     def op_query(self, msg: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
-        self._flush()
+        self._flush(wait=True)
         table = self.store.query(msg["sql"], msg.get("params"))
         return {"rows": table.num_rows}, protocol.table_to_bytes(table)
 
@@ -216,28 +231,61 @@ class JournalServer:
         return {"pid": os.getpid()}
 
     # -- durability ----------------------------------------------------------------------
-    def _commit_staged(self, sock: zmq.Socket[bytes]) -> None:
-        """Make staged events durable with one fdatasync, then send the held replies."""
-        if self.staged:
+    def _commit_staged(self, sock: zmq.Socket[bytes], force: bool = False) -> None:
+        """Make staged events durable with one fdatasync, then send the held replies.
+
+        Without ``force``, events nobody waits for may linger briefly so that the next
+        awaited write (a step's completion) shares their sync.
+        """
+        if self.staged and (force or self.replies
+                            or time.monotonic() - self.staged_since >= LINGER):
             self.segment.append(self.staged)
             if not self.pending:
                 self.pending_since = time.monotonic()
             for batch in self.staged:
                 self.pending.extend(batch)
             self.staged = []
+        if self.staged:
+            return  # replies (only to reads) wait for nothing staged
         for ident, reply in self.replies:
             sock.send_multipart([ident, protocol.dumps(reply)])
         self.replies = []
         if len(self.pending) >= FLUSH_MAX_EVENTS:
             self._flush()
 
-    def _flush(self) -> None:
-        """Load acknowledged events into DuckDB, then empty the segment."""
-        if not self.pending:
-            return
-        self.store.insert(self.pending)
-        self.pending = []
-        self.segment.reset()
+    def _segment_path(self) -> Path:
+        return self.home / f"{SEGMENT_FILE}.{self.segment_number:08d}"
+
+    def _flush(self, wait: bool = False) -> None:
+        """Hand acknowledged events to the loader thread, on a fresh segment.
+
+        The old segment is deleted only once DuckDB committed its events; a crash before
+        that leaves it for the next start to load again (inserts skip known event ids).
+        """
+        if self.loader is not None and (wait or not self.loader.is_alive()):
+            self.loader.join()
+            self.loader = None
+            if self.loader_error is not None:
+                raise self.loader_error
+        if self.pending and self.loader is None:
+            batch, done = self.pending, self.segment
+            self.pending = []
+            self.segment_number += 1
+            self.segment = Segment(self._segment_path())
+            self.loader = threading.Thread(target=self._load, args=(batch, done),
+                                           name="durable_nb-loader", daemon=True)
+            self.loader.start()
+            if wait:
+                self._flush(wait=True)
+
+    def _load(self, batch: list[dict[str, Any]], done: Segment) -> None:
+        try:
+            self.store.insert(batch)
+            done.close()
+            done.path.unlink()
+        except BaseException as exc:  # surfaced by the loop, which stops; data stays on disk
+            log.exception("loading events into DuckDB failed")
+            self.loader_error = exc
 
     # -- housekeeping --------------------------------------------------------------------
     def _prune_clients(self) -> None:
@@ -277,8 +325,12 @@ class JournalServer:
                 wait = next_housekeeping - now
                 if self.pending:
                     wait = min(wait, self.pending_since + FLUSH_INTERVAL - now)
+                if self.staged:
+                    wait = min(wait, self.staged_since + LINGER - now)
                 if poller.poll(max(0.0, wait) * 1000):
                     self._drain(sock)
+                else:
+                    self._commit_staged(sock)
                 now = time.monotonic()
                 if self.pending and now - self.pending_since >= FLUSH_INTERVAL:
                     self._flush()
@@ -286,8 +338,8 @@ class JournalServer:
                     self._housekeeping()
                     self._commit_staged(sock)
                     next_housekeeping = now + HOUSEKEEPING_INTERVAL
-            self._commit_staged(sock)
-            self._flush()
+            self._commit_staged(sock, force=True)
+            self._flush(wait=True)
             self.store.checkpoint()
         finally:
             sock.close()
@@ -317,7 +369,7 @@ class JournalServer:
             if handler is None:
                 raise ValueError(f"unknown operation {op!r}")
             if op not in protocol.WRITE_OPS:
-                self._commit_staged(sock)  # reads see every earlier write, in order
+                self._commit_staged(sock, force=True)  # reads see every earlier write
             result = handler(msg)
         except Exception as exc:
             if not isinstance(exc, (DurableError, ValueError, KeyError)):
@@ -331,8 +383,12 @@ class JournalServer:
             body, extra = result
             sock.send_multipart([ident, protocol.dumps({"id": request_id, "ok": True, **body}),
                                  extra])
-        else:
+        elif not msg.get("noreply"):
             self.replies.append((ident, {"id": request_id, "ok": True, **result}))
+
+
+def _segment_number(path: Path) -> int:
+    return int(path.name.rsplit(".", 1)[1])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,10 @@
 """Client of the journal server: ordered appends, queries, and recovery from a server crash.
 
-One DEALER socket carries every write of this process in order, so when the server
-acknowledges an append, everything sent before it is durable too. Writes stay in
-``_unacked`` until acknowledged; if the server dies, the client starts a new one and
-resends them (appends carry ids, so a write that did reach the segment is not doubled).
+One DEALER socket carries every write of this process in order, and the server syncs in
+arrival order, so when it answers request N everything sent before N is durable too. That
+lets appends nobody waits for go without a reply (``noreply``): the next answer covers them.
+Requests stay in ``_unacked`` until covered; if the server dies, the client starts a new one
+and resends them (appends carry ids, so a write that did reach the segment is not doubled).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class JournalClient:
         self._owner_pid = os.getpid()
         self._next_id = 0
         self._unacked: dict[int, bytes] = {}  # in send order
+        self._noreply: set[int] = set()
         self.cancelled: set[str] = set()
         self.closed = False
 
@@ -59,6 +61,7 @@ class JournalClient:
         if self._owner_pid != os.getpid():  # forked: the parent's socket is not ours
             self._sock = self._ctx = None
             self._unacked.clear()
+            self._noreply.clear()
             self._owner_pid = os.getpid()
         if self._sock is None:
             self._connect()
@@ -115,13 +118,20 @@ class JournalClient:
             self._sock = None
 
     # -- requests --------------------------------------------------------------------------
-    def send(self, op: str, **fields: Any) -> int:
-        """Send a request without waiting; its reply is consumed by a later ``wait``."""
+    def send(self, op: str, noreply: bool = False, **fields: Any) -> int:
+        """Send a request without waiting; its reply is consumed by a later ``wait``.
+
+        With ``noreply`` the server answers nothing; a later answer covers the request.
+        """
         with self._lock:
             sock = self._ensure_connected()
             self._next_id += 1
             rid = self._next_id
-            frame = protocol.dumps({"id": rid, "op": op, **fields})
+            message = {"id": rid, "op": op, **fields}
+            if noreply:
+                message["noreply"] = True
+                self._noreply.add(rid)
+            frame = protocol.dumps(message)
             self._unacked[rid] = frame
             sock.send(frame)
             return rid
@@ -139,6 +149,7 @@ class JournalClient:
                     if got not in self._unacked:
                         continue  # a duplicate answer to a resent request
                     del self._unacked[got]
+                    self._retire_noreply_before(got)
                     self.cancelled.update(reply.get("cancelled", ()))
                     if got == rid:
                         if not reply.get("ok"):
@@ -159,13 +170,19 @@ class JournalClient:
                         f"{timeout:.0f} s. See {self.home / LOG_FILE}."
                     )
 
+    def _retire_noreply_before(self, rid: int) -> None:
+        """An answer to ``rid`` means every earlier request is durable on the server."""
+        for earlier in [i for i in self._noreply if i < rid]:
+            self._noreply.discard(earlier)
+            self._unacked.pop(earlier, None)
+
     def call(self, op: str, timeout: float | None = 120.0, **fields: Any) -> dict[str, Any]:
         reply, _ = self.wait(self.send(op, **fields), timeout)
         return reply
 
     def append(self, events: list[dict[str, Any]], *, wait: bool = True) -> int:
         """Append events; with ``wait`` return only once they are durable."""
-        rid = self.send("append", events=events)
+        rid = self.send("append", noreply=not wait, events=events)
         if wait:
             self.wait(rid)
         return rid
