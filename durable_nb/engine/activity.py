@@ -20,9 +20,11 @@ R = TypeVar("R")
 class Activity(Generic[P, R]):
     """A function whose calls inside a workflow are recorded; outside one it is a plain call."""
 
+    fn: Callable[P, R]
+
     def __init__(self, fn: Callable[P, R], policy: RetryPolicy | None = None,
                  name: str | None = None, source: str | None = None) -> None:
-        if isinstance(fn, Activity):
+        if isinstance(fn, Activity):  # re-decorating keeps one layer
             fn = fn.fn
         if inspect.iscoroutinefunction(fn):
             raise TypeError(

@@ -190,3 +190,23 @@ def test_activity_sees_its_run_and_step_as_an_idempotency_key(journal_home: Path
     ctx = open_run("keys")
     assert ctx.execute(lambda: [key(), key()]) == [f"{ctx.run_id}/0", f"{ctx.run_id}/1"]
     assert durable_nb.current_step() is None  # outside any activity
+
+
+def test_a_run_records_its_workflow_source_and_each_activity_source_with_a_hash(
+        journal_home: Path):
+    from durable_nb.journal.codec import code_hash
+
+    square = make_sweep([])
+    source = "results = [square(i) for i in range(2)]\n"
+    ctx = open_run("sources", source=source)
+    ctx.execute(lambda: [square(i) for i in range(2)])
+    started = durable_nb.sql(
+        "SELECT meta->>'source' AS source, meta->>'code_hash' AS hash FROM events "
+        "WHERE run_id = ? AND kind = 'run_started'", [ctx.run_id]).iloc[0]
+    assert (started.source, started.hash) == (source, code_hash(source))
+    code = durable_nb.sql(
+        "SELECT name, code_hash, meta->>'source' AS source FROM events "
+        "WHERE run_id = ? AND kind = 'activity_code'", [ctx.run_id])
+    assert list(code.name) == ["square"]  # once per run, not once per call
+    assert "def square(x: int) -> int:" in code.source[0]
+    assert code.code_hash[0] == square.code_hash == code_hash(code.source[0])
