@@ -113,3 +113,53 @@ SELECT a.run_id,
        CASE WHEN a.last_kind = 'step_failed' THEN a.error END AS error
 FROM agg a LEFT JOIN runs r USING (run_id);
 """
+
+EVENT_KINDS = frozenset({
+    "run_started", "run_status", "step_started", "step_completed", "step_failed",
+    "activity_code",
+})
+RUN_STATUSES = frozenset({"running", "completed", "failed", "interrupted", "cancelled"})
+_INT_COLUMNS = ("id", "seq", "attempt")
+_TEXT_COLUMNS = ("run_id", "name", "status", "args_hash", "code_hash", "data_json",
+                 "data_pickle", "preview", "error", "traceback", "meta")
+
+
+def check_event(event: object) -> None:
+    """Refuse an event the journal could not load, before it is acknowledged.
+
+    One malformed event accepted into a segment would fail the bulk load of every good
+    event batched with it, so appends are checked up front and refused whole.
+    """
+    import json
+    import math
+
+    if not isinstance(event, dict):
+        raise ValueError(f"an event must be a JSON object, got {type(event).__name__}")
+    unknown = set(event) - set(EVENT_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown event fields {sorted(unknown)}")
+    eid = event.get("eid")
+    if not isinstance(eid, str) or not eid:
+        raise ValueError("an event needs a non-empty string 'eid' (its idempotency id)")
+    ts = event.get("ts")
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+        raise ValueError(f"event {eid}: 'ts' must be epoch seconds, got {ts!r}")
+    if event.get("kind") not in EVENT_KINDS:
+        raise ValueError(f"event {eid}: unknown kind {event.get('kind')!r}")
+    if not isinstance(event.get("run_id"), str):
+        raise ValueError(f"event {eid}: 'run_id' must be a string")
+    for column in _INT_COLUMNS:
+        value = event.get(column)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"event {eid}: {column!r} must be an integer, got {value!r}")
+    for column in _TEXT_COLUMNS:
+        value = event.get(column)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"event {eid}: {column!r} must be a string, got {value!r}")
+    if event["kind"] == "run_status" and event.get("status") not in RUN_STATUSES:
+        raise ValueError(f"event {eid}: run status must be one of {sorted(RUN_STATUSES)}")
+    if event.get("meta") is not None:
+        try:
+            json.loads(event["meta"])
+        except ValueError:
+            raise ValueError(f"event {eid}: 'meta' is not valid JSON") from None

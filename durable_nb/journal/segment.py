@@ -4,11 +4,13 @@ A durable DuckDB commit costs ~1 ms; an append plus one fdatasync costs ~0.12 ms
 appends each batch of events here, syncs, acknowledges, and loads segments into DuckDB in
 bulk later (and before answering any query).
 
-Record layout: ``<u32 length><u32 crc32><length bytes of JSON>``, one record per batch.
-A crash can leave the last record torn (short or with a bad checksum): it was never
-acknowledged, so it is dropped and the file truncated. A bad record *followed by more
-data* means the file was damaged after it was written; that raises instead of silently
-losing acknowledged events.
+Record layout: ``<u32 length><u32 crc32 of length><u32 crc32 of body><body: JSON>``, one
+record per batch, each written with a single ``write``. A crash can leave the last record
+torn (a prefix of it): it was never acknowledged, so it is dropped and the file truncated.
+A record whose complete header fails its checksum, or whose body fails its checksum with
+more data after it, was damaged after it was written; that raises instead of silently
+losing acknowledged events. The header's own checksum is what tells a damaged length
+(which could point past the end and pass for a torn record) from a torn one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from durable_nb.errors import JournalCorrupted
 
-_HEADER = struct.Struct("<II")
+_HEADER = struct.Struct("<III")
 
 
 class Segment:
@@ -38,7 +40,8 @@ class Segment:
         out = bytearray()
         for batch in batches:
             body = json.dumps(batch, separators=(",", ":")).encode()
-            out += _HEADER.pack(len(body), zlib.crc32(body))
+            size = len(body)
+            out += _HEADER.pack(size, zlib.crc32(size.to_bytes(4, "little")), zlib.crc32(body))
             out += body
         os.write(self._fd, out)
         os.fdatasync(self._fd)
@@ -53,18 +56,17 @@ class Segment:
         while pos < len(data):
             if pos + _HEADER.size > len(data):
                 break  # torn header
-            length, crc = _HEADER.unpack_from(data, pos)
-            body = data[pos + _HEADER.size : pos + _HEADER.size + length]
+            length, header_crc, body_crc = _HEADER.unpack_from(data, pos)
+            if zlib.crc32(length.to_bytes(4, "little")) != header_crc:
+                raise self._damaged(pos, len(data) - pos)
             end = pos + _HEADER.size + length
-            if len(body) < length or zlib.crc32(body) != crc:
+            body = data[pos + _HEADER.size : end]
+            if len(body) < length:
+                break  # torn body: never acknowledged
+            if zlib.crc32(body) != body_crc:
                 if end < len(data):
-                    raise JournalCorrupted(
-                        f"the write-ahead segment {self.path} is damaged at byte {pos} with "
-                        f"{len(data) - end} bytes after it. Move it aside (mv {self.path} "
-                        f"{self.path}.damaged) to start the journal server; events in it that "
-                        "were not yet loaded into the journal are then lost."
-                    )
-                break  # torn last record: never acknowledged
+                    raise self._damaged(pos, len(data) - end)
+                break  # torn last record
             events.extend(json.loads(body))
             pos = end
         if pos < len(data):
@@ -72,6 +74,14 @@ class Segment:
             os.fsync(self._fd)
             self.size = pos
         return events
+
+    def _damaged(self, pos: int, after: int) -> JournalCorrupted:
+        return JournalCorrupted(
+            f"the write-ahead segment {self.path} is damaged at byte {pos} with {after} "
+            f"bytes after it. Move it aside (mv {self.path} {self.path}.damaged) to start the "
+            "journal server; events in it that were not yet loaded into the journal are then "
+            "lost."
+        )
 
     def reset(self) -> None:
         """Empty the segment once its events are committed to DuckDB."""

@@ -7,6 +7,8 @@ read-only while one holds it, so every other reader is a client of the server.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,11 @@ class JournalStore:
         except duckdb.Error as exc:
             self.con.close()
             raise _corrupted(path, exc) from exc
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self.con.close()
+            raise
 
     def _migrate(self) -> None:
         self._exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -67,7 +73,18 @@ class JournalStore:
 
     def _exec(self, sql: str, params: list[Any] | None = None) -> list[Any]:
         """Run a statement to completion (DuckDB refuses new work on an unfinished result)."""
-        return self.con.execute(sql, params or []).fetchall()
+        with self._corruption_named():
+            return self.con.execute(sql, params or []).fetchall()
+
+    @contextmanager
+    def _corruption_named(self) -> Iterator[None]:
+        """DuckDB finds a damaged block only when it reads it: name the file and the way out."""
+        try:
+            yield
+        except duckdb.Error as exc:
+            if "corrupt" in str(exc).lower():
+                raise _corrupted(self.path, exc) from exc
+            raise
 
     def max_id(self) -> int:
         return int(self._exec("SELECT coalesce(max(id), 0) FROM events")[0][0])
@@ -87,8 +104,9 @@ class JournalStore:
             self.con.unregister("batch")
 
     def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
-        rel = self.con.sql(sql, params=params or None)
-        return rel.to_arrow_table() if rel is not None else pa.table({})
+        with self._corruption_named():
+            rel = self.con.sql(sql, params=params or None)
+            return rel.to_arrow_table() if rel is not None else pa.table({})
 
     def checkpoint(self) -> None:
         self._exec("CHECKPOINT")

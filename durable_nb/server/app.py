@@ -37,7 +37,7 @@ from durable_nb.journal.home import (
     ipc_endpoint,
     journal_home,
 )
-from durable_nb.journal.schema import EVENT_COLUMNS
+from durable_nb.journal.schema import EVENT_COLUMNS, check_event
 from durable_nb.journal.segment import Segment
 from durable_nb.journal.store import JournalStore
 from durable_nb.server import protocol
@@ -69,7 +69,8 @@ class JournalServer:
         self.home = home
         self.idle_timeout = idle_timeout
         self.store = JournalStore(home / DB_FILE)
-        leftovers = sorted(home.glob(f"{SEGMENT_FILE}.*"), key=_segment_number)
+        leftovers = sorted((p for p in home.glob(f"{SEGMENT_FILE}*")
+                            if _segment_number(p) is not None), key=_segment_number)
         for path in leftovers:  # events acknowledged before a crash or a stop
             old = Segment(path)
             self.store.insert(old.read())
@@ -77,7 +78,7 @@ class JournalServer:
         self.store.checkpoint()
         for path in leftovers:
             path.unlink()
-        self.segment_number = _segment_number(leftovers[-1]) + 1 if leftovers else 1
+        self.segment_number = (_segment_number(leftovers[-1]) or 0) + 1 if leftovers else 1
         self.segment = Segment(self._segment_path())
         self.next_id = self.store.max_id() + 1
         self.pending: list[dict[str, Any]] = []  # durable in the segment, not yet in DuckDB
@@ -162,6 +163,10 @@ class JournalServer:
 
     def op_append(self, msg: dict[str, Any]) -> dict[str, Any]:
         events = msg["events"]
+        if not isinstance(events, list):
+            raise ValueError("'events' must be a list of events")
+        for ev in events:
+            check_event(ev)
         ids = self._stage(events)
         cancelled = sorted({e["run_id"] for e in events
                             if (s := self.runs.get(e["run_id"])) and s.status == "cancelled"})
@@ -170,6 +175,9 @@ class JournalServer:
     def op_create_run(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Allocate ``<workflow>-<n>`` and record the run's start, atomically across clients."""
         event = msg["event"]
+        check_event(event)
+        if event["kind"] != "run_started":
+            raise ValueError("create_run takes a run_started event")
         if event["eid"] in self.started_eids:  # a resend after a lost acknowledgement
             return {"run_id": self.started_eids[event["eid"]]}
         workflow = event["name"]
@@ -197,10 +205,11 @@ class JournalServer:
                 "Wait for it, cancel it (`durable-nb cancel` or the sidebar), or start a new "
                 "run with --new."
             )
+        previous = state.status
         self._stage([self._event(run_id, "run_status", status="running", name=state.workflow,
                                  meta=json.dumps({**(msg.get("meta") or {}), "pid": pid}),
                                  eid=msg["eid"])])
-        return {"previous_status": state.status}
+        return {"previous_status": previous}
 
     def op_query(self, msg: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         self._flush(wait=True)
@@ -387,8 +396,13 @@ class JournalServer:
             self.replies.append((ident, {"id": request_id, "ok": True, **result}))
 
 
-def _segment_number(path: Path) -> int:
-    return int(path.name.rsplit(".", 1)[1])
+def _segment_number(path: Path) -> int | None:
+    """``journal.segment.00000012`` is 12; the bare name (older servers) is 0; a file moved
+    aside by hand (``journal.segment.damaged``) is no segment."""
+    suffix = path.name[len(SEGMENT_FILE):]
+    if not suffix:
+        return 0
+    return int(suffix[1:]) if suffix[:1] == "." and suffix[1:].isdigit() else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -411,9 +425,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         server = JournalServer(home, idle_timeout=args.idle_timeout)
-    except DurableError as exc:
-        (home / ERROR_FILE).write_text(f"{type(exc).__name__}\n{exc}")
-        log.error("cannot start: %s", exc)
+    except Exception as exc:  # whatever stops the start, the waiting client is told why
+        kind = type(exc).__name__ if isinstance(exc, DurableError) else "JournalUnavailable"
+        (home / ERROR_FILE).write_text(f"{kind}\n{exc}")
+        log.exception("cannot start")
         return 2
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "stopping", True))
     try:
