@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class KernelSession:
         self.kc: Any = None
         self.pid: int | None = None
         self._pending: dict[str, CellResult] = {}
+        self._runtime: str | None = None
 
     def _connection_file(self) -> str:
         # ipc sockets live beside the connection file; keep the path short and private.
@@ -165,6 +167,9 @@ class KernelSession:
             else:
                 self.km.cleanup_resources()
             self.km = None
+        if getattr(self, "_runtime", None):
+            shutil.rmtree(self._runtime, ignore_errors=True)
+            self._runtime = None
         self._pending.clear()
 
 
