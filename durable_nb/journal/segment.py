@@ -2,7 +2,7 @@
 
 A durable DuckDB commit costs ~1 ms; an append plus one fdatasync costs ~0.12 ms. The server
 appends each batch of events here, syncs, acknowledges, and loads segments into DuckDB in
-bulk later (and before answering any query).
+bulk later (and before answering any query), then deletes them.
 
 Record layout: ``<u32 length><u32 crc32 of length><u32 crc32 of body><body: JSON>``, one
 record per batch, each written with a single ``write``. A crash can leave the last record
@@ -82,12 +82,6 @@ class Segment:
             "journal server; events in it that were not yet loaded into the journal are then "
             "lost."
         )
-
-    def reset(self) -> None:
-        """Empty the segment once its events are committed to DuckDB."""
-        os.ftruncate(self._fd, 0)
-        os.fsync(self._fd)
-        self.size = 0
 
     def close(self) -> None:
         os.close(self._fd)

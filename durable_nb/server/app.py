@@ -91,7 +91,7 @@ class JournalServer:
         self.runs: dict[str, RunState] = {}
         self.run_counters: dict[str, int] = {}
         self.started_eids: dict[str, str] = {}
-        self.clients: dict[int, float] = {}
+        self.clients: dict[str, int] = {}  # connection token -> its process id
         self.last_message = time.monotonic()
         self.started_at = time.time()
         self.stopping = False
@@ -154,11 +154,11 @@ class JournalServer:
         return {"pid": os.getpid(), "protocol": protocol.PROTOCOL_VERSION}
 
     def op_hello(self, msg: dict[str, Any]) -> dict[str, Any]:
-        self.clients[int(msg["pid"])] = time.monotonic()
+        self.clients[str(msg.get("token") or msg["pid"])] = int(msg["pid"])
         return self.op_ping(msg)
 
     def op_bye(self, msg: dict[str, Any]) -> dict[str, Any]:
-        self.clients.pop(int(msg["pid"]), None)
+        self.clients.pop(str(msg.get("token") or msg["pid"]), None)
         return {}
 
     def op_append(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +229,7 @@ class JournalServer:
         self._prune_clients()
         return {
             "pid": os.getpid(), "home": str(self.home), "db": str(self.store.path),
-            "started_at": self.started_at, "clients": sorted(self.clients),
+            "started_at": self.started_at, "clients": sorted(set(self.clients.values())),
             "active_runs": sorted(r for r, s in self.runs.items() if s.status == "running"),
             "runs": len(self.runs), "next_event_id": self.next_id,
             "pending": len(self.pending), "idle_timeout": self.idle_timeout,
@@ -298,8 +298,8 @@ class JournalServer:
 
     # -- housekeeping --------------------------------------------------------------------
     def _prune_clients(self) -> None:
-        for pid in [p for p in self.clients if not pid_alive(p)]:
-            del self.clients[pid]
+        for token in [t for t, pid in self.clients.items() if not pid_alive(pid)]:
+            del self.clients[token]
 
     def _housekeeping(self) -> None:
         self._prune_clients()

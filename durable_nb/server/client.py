@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ class JournalClient:
         self._noreply: set[int] = set()
         self.cancelled: set[str] = set()
         self.closed = False
+        self._token = uuid.uuid4().hex  # this connection, among others of the same process
 
     # -- connection ------------------------------------------------------------------------
     def _ensure_connected(self) -> zmq.Socket[bytes]:
@@ -100,7 +102,8 @@ class JournalClient:
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(info["endpoint"])
-        hello = protocol.dumps({"id": -1, "op": "hello", "pid": os.getpid()})
+        hello = protocol.dumps({"id": -1, "op": "hello", "pid": os.getpid(),
+                                "token": self._token})
         sock.send(hello)
         if not sock.poll(PING_TIMEOUT * 1000):
             sock.close()
@@ -211,8 +214,8 @@ class JournalClient:
             self.closed = True
             if self._sock is not None and self._owner_pid == os.getpid():
                 with contextlib.suppress(zmq.ZMQError):
-                    self._sock.send(protocol.dumps({"id": 0, "op": "bye", "pid": os.getpid()}),
-                                    zmq.NOBLOCK)
+                    self._sock.send(protocol.dumps({"id": 0, "op": "bye", "pid": os.getpid(),
+                                                    "token": self._token}), zmq.NOBLOCK)
             self._drop_socket()
             if self._ctx is not None:
                 self._ctx.term()

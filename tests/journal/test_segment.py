@@ -134,19 +134,6 @@ def test_damaged_length_of_a_middle_record_raises_instead_of_truncating(
         assert path.read_bytes() == before, "acknowledged records after the damage were cut"
 
 
-def test_reset_empties_the_segment(tmp_path: Path) -> None:
-    path = tmp_path / "journal.segment"
-    seg = Segment(path)
-    seg.append([[ev(1), ev(2)]])
-    seg.reset()
-    assert seg.size == 0
-    assert path.stat().st_size == 0
-    assert seg.read() == []
-    seg.append([[ev(3)]])
-    assert seg.read() == [ev(3)]
-    seg.close()
-
-
 def test_empty_or_missing_segment_reads_as_no_events(tmp_path: Path) -> None:
     path = tmp_path / "journal.segment"
     assert read(path) == []

@@ -298,6 +298,21 @@ def test_idle_server_with_no_clients_exits_and_removes_server_json(
     assert count(harness.client(), "SELECT count(*) FROM events") == 1
 
 
+def test_closing_one_client_keeps_the_server_for_another_client_of_the_same_process(
+        harness, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DURABLE_NB_SERVER_IDLE", "1")
+    first, second = harness.client(), harness.client()
+    first.append([harness.event()])
+    second.append([harness.event()])
+    pid = first.server_pid
+    first.close()
+    assert not harness.wait_until(lambda: not pid_alive(pid), 2.5), \
+        "server exited although a client was still connected"
+    assert os.getpid() in second.call("status")["clients"]
+    second.close()
+    assert harness.wait_until(lambda: not pid_alive(pid), 20, interval=0.1)
+
+
 def test_idle_server_stays_while_a_run_is_live(harness, home: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DURABLE_NB_SERVER_IDLE", "1")
