@@ -58,7 +58,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 def cmd_server(args: argparse.Namespace) -> int:
     from durable_nb.journal.home import journal_home
     from durable_nb.server.client import JournalClient
-    from durable_nb.server.discovery import pid_alive, read_server_info
+    from durable_nb.server.discovery import pid_alive, read_server_info, wait_until
 
     home = journal_home()
     info = read_server_info(home)
@@ -81,9 +81,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     client = JournalClient(home)
     client.call("shutdown")
     client.close()
-    deadline = time.monotonic() + 10
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not pid_alive(pid), 10, interval=0.05)
     print(f"stopped the journal server (pid {pid}) of {home}")
     return 0
 

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from durable_nb.server.discovery import wait_until
+
 NOTEBOOK = "sweep.ipynb"
 WORKFLOW = "sweep"
 SUMMARY = re.compile(r"^(\S+) (\w+): (\d+) steps? \((\d+) replayed, (\d+) ran\).*$", re.M)
@@ -58,14 +60,11 @@ def ranges(seqs: list[int]) -> str:
     return ("step " if len(seqs) == 1 else "steps ") + ", ".join(out)
 
 
-def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"durable_nb.demo: timed out after {timeout:g} s waiting for {what}")
+def wait_for(predicate: Any, timeout: float, what: str) -> Any:
+    value = wait_until(predicate, timeout)
+    if not value:
+        raise TimeoutError(f"durable_nb.demo: timed out after {timeout:g} s waiting for {what}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 def stop_server(home: Path) -> None:
     """Stop the journal server of ``home`` if one runs (SIGTERM, then SIGKILL)."""
-    from durable_nb.server.discovery import pid_alive
+    from durable_nb.server.discovery import pid_alive, wait_until
 
     try:
         pid = int(json.loads((home / "server.json").read_text())["pid"])
@@ -23,9 +22,7 @@ def stop_server(home: Path) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not pid_alive(pid), 10, interval=0.05)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
 

@@ -13,13 +13,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from durable_nb.errors import JournalCorrupted, JournalUnavailable
 from durable_nb.journal.home import SERVER_FILE
+
+T = TypeVar("T")
 
 ERROR_FILE = "server.error"
 LOG_FILE = "server.log"
@@ -99,10 +101,14 @@ def startup_failure(home: Path, proc: subprocess.Popen[bytes]) -> JournalUnavail
     return cls(message)
 
 
-def wait_for(predicate: Any, timeout: float, interval: float = 0.02) -> bool:
+def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.02) -> T:
+    """Poll ``predicate`` until it returns something true or ``timeout`` seconds pass.
+
+    Returns its last value, so callers can both test and use it.
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
         time.sleep(interval)
-    return bool(predicate())

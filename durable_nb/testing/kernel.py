@@ -17,6 +17,8 @@ from typing import Any
 
 from jupyter_client.manager import KernelManager
 
+from durable_nb.server.discovery import wait_until
+
 
 @dataclass
 class CellResult:
@@ -142,9 +144,7 @@ class KernelSession:
         """SIGKILL the kernel process, as the OOM killer would."""
         assert self.pid is not None and self.km is not None
         os.kill(self.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while self.km.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: not self.km.is_alive(), 30, interval=0.05)
         self._pending.clear()
 
     def interrupt(self) -> None:
@@ -175,10 +175,7 @@ class KernelSession:
 
 def wait_for_file_text(path: Path, text: str, timeout: float = 60) -> None:
     """Block until ``path`` contains ``text`` (a side-effect log written by an activity)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text():
-            return
-        time.sleep(0.02)
+    if wait_until(lambda: path.exists() and text in path.read_text(), timeout):
+        return
     got = path.read_text() if path.exists() else "<no file>"
     raise TimeoutError(f"{path} did not show {text!r} within {timeout} s; it holds:\n{got}")

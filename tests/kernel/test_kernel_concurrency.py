@@ -8,11 +8,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import durable_nb
-from durable_nb.server.discovery import pid_alive
+from durable_nb.server.discovery import pid_alive, wait_until
 from durable_nb.testing import KernelSession
 from durable_nb.testing.kernel import wait_for_file_text
 from tests.kernel.conftest import activity_cell, effect_counts
@@ -85,9 +84,7 @@ def test_journal_server_sigkill_mid_run_the_workflow_continues_and_loses_nothing
     os.kill(old_pid, signal.SIGKILL)
     out = kernel.wait(msg).raise_for_error()
     assert f"sweep-1 completed: {STEPS} steps" in out.stdout
-    deadline = time.monotonic() + 10
-    while pid_alive(old_pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not pid_alive(old_pid), 10, interval=0.05)
     new_pid = json.loads((journal_home / "server.json").read_text())["pid"]
     assert new_pid != old_pid and not pid_alive(old_pid)
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +28,9 @@ import zmq
 from durable_nb.journal.home import SEGMENT_FILE, ipc_endpoint
 from durable_nb.server import protocol
 from durable_nb.server.client import JournalClient
-from durable_nb.server.discovery import pid_alive, read_server_info
+from durable_nb.server.discovery import pid_alive, read_server_info, wait_until
 
 IDLE_SECONDS = "20"  # servers of a crashed test run exit on their own
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until true or ``timeout`` seconds passed; the last value wins."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 def _reap(pid: int) -> None:
