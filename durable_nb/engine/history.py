@@ -29,6 +29,9 @@ class StepRecord:
     name: str
     args_hash: str | None = None
     args_preview: str | None = None
+    result_preview: str | None = None
+    started_ts: float | None = None
+    ended_ts: float | None = None
     attempts: int = 0
     status: str = "started"  # started (abandoned if no one runs it) | completed | failed
     result_json: str | None = None
@@ -79,17 +82,20 @@ def fold_steps(rows: list[dict[str, Any]]) -> dict[int, StepRecord]:
             if rec.args_hash is None:
                 rec.args_hash = row["args_hash"]
                 rec.args_preview = row["preview"]
+                rec.started_ts = row["ts"]
             if rec.status != "completed":
                 rec.status = "started"
         elif kind == "step_completed":
             rec.status = "completed"
             rec.result_json, rec.result_pickle = row["data_json"], row["data_pickle"]
+            rec.result_preview, rec.ended_ts = row["preview"], row["ts"]
         elif kind == "step_failed" and rec.status != "completed":
             meta = json.loads(row["meta"]) if row["meta"] else {}
             rec.status = "failed"
             rec.final = bool(meta.get("final", True))
             rec.error, rec.traceback = row["error"], row["traceback"]
             rec.exception_pickle = row["data_pickle"]
+            rec.ended_ts = row["ts"]
     return steps
 
 

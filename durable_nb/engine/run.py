@@ -43,7 +43,7 @@ _in_activity: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "durable_nb_in_activity", default=False)
 _step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
     "durable_nb_step", default=None)
-_foreground: set[RunContext] = set()  # runs executing on the main thread
+_run_threads: dict[int, RunContext] = {}  # thread ident -> the run whose body it executes
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,9 @@ def call_activity(activity: Activity[Any, Any], args: tuple[Any, ...],
     __tracebackhide__ = True
     ctx = current_run()
     if ctx is None:
-        if (_foreground and not _in_activity.get()
-                and threading.current_thread() is not threading.main_thread()):
+        if (_run_threads and not _in_activity.get()
+                and threading.current_thread() is not threading.main_thread()
+                and threading.get_ident() not in _run_threads):
             raise RuntimeError(
                 f"activity {activity.name}() was called from a thread the workflow started "
                 "itself, so it cannot be numbered deterministically. Fan out with "
@@ -118,7 +119,13 @@ class RunContext:
         self.notify: Callable[[str], None] = print
         self.listeners: list[Callable[[RunContext, dict[str, Any]], None]] = []
         self.started = time.monotonic()
+        self.started_at = time.time()
         self.ended: float | None = None
+        self.total: int | None = None  # steps expected, when known (map over a list)
+        self.thread: threading.Thread | None = None
+        self._interrupt_requested = False
+        self.in_activity = False  # the run's own thread is inside an activity call
+        self._wake = threading.Event()  # ends a retry's backoff early on cancel or interrupt
         self._next_seq = 0
         self._lock = threading.RLock()
         self._code_recorded = {r["code_hash"] for r in rows if r["kind"] == "activity_code"}
@@ -129,6 +136,9 @@ class RunContext:
         with self._lock:
             seq = self._next_seq
             self._next_seq += n
+            if n > 1:
+                self.total = max(self.total or 0, self._next_seq)
+                self._emit({"kind": "total", "total": self.total})
             return seq
 
     def call(self, activity: Activity[Any, Any], args: tuple[Any, ...],
@@ -136,7 +146,7 @@ class RunContext:
         __tracebackhide__ = True
         if seq is None:
             seq = self.reserve()
-        self.check_cancelled()
+        self.check_stop()
         digest = call_hash(args, kwargs)
         with self._lock:
             rec = self.steps.get(seq)
@@ -152,7 +162,10 @@ class RunContext:
             if rec.status == "completed":
                 self.replayed += 1
                 value = rec.result()
-                self._emit({"kind": "step_replayed", "seq": seq, "name": rec.name})
+                self._emit({"kind": "step_replayed", "seq": seq, "name": rec.name,
+                            "attempt": rec.attempts, "args": rec.args_preview,
+                            "result": rec.result_preview, "started": rec.started_ts,
+                            "ended": rec.ended_ts})
                 return value
             if rec.status == "failed" and self.mode == "replay":
                 # The completed run went past this failure (the workflow caught it).
@@ -188,7 +201,7 @@ class RunContext:
         self.forked_from = parent
         self._notice(f"step {seq} differs from run {parent}: continuing as {run_id}, "
                      f"{steps_before(seq)} reused")
-        self._emit({"kind": "run_forked", "from": parent, "seq": seq})
+        self._emit({"kind": "run_forked", "from": parent, "seq": seq, "run_id": run_id})
 
     # -- live execution --------------------------------------------------------------------
     def _execute(self, seq: int, activity: Activity[Any, Any], args: tuple[Any, ...],
@@ -199,15 +212,18 @@ class RunContext:
         self._record_code(activity)
         attempt, retries_left = first_attempt, policy.retries
         while True:
-            self.check_cancelled()
+            self.check_stop()
             self.client.append([event(
                 self.run_id, "step_started", seq=seq, attempt=attempt, name=name,
                 args_hash=digest, code_hash=activity.code_hash, data_json=payload.json,
                 data_pickle=payload.pickle_b64, preview=payload.preview,
             )], wait=False)
-            self._emit({"kind": "step_started", "seq": seq, "name": name, "attempt": attempt})
+            self._emit({"kind": "step_started", "seq": seq, "name": name, "attempt": attempt,
+                        "args": payload.preview, "ts": time.time()})
             token = _in_activity.set(True)
             step_token = _step.set(StepInfo(self.run_id, seq, attempt, name))
+            on_run_thread = threading.current_thread() is self.thread
+            self.in_activity = self.in_activity or on_run_thread
             try:
                 value = activity.invoke(args, kwargs)
             except Exception as exc:
@@ -217,10 +233,12 @@ class RunContext:
                     raise self._failure(seq, name, attempt, f"{type(exc).__name__}: {exc}",
                                         exc, retryable=policy.is_retryable(exc)) from exc
                 retries_left -= 1
-                time.sleep(policy.delay(policy.retries - retries_left))
+                self._wake.wait(policy.delay(policy.retries - retries_left))
                 attempt += 1
                 continue
             finally:
+                if on_run_thread:
+                    self.in_activity = False
                 _step.reset(step_token)
                 _in_activity.reset(token)
             try:
@@ -234,7 +252,7 @@ class RunContext:
             )], wait=True)  # the durability rule: durable before the workflow sees it
             self.executed += 1
             self._emit({"kind": "step_completed", "seq": seq, "name": name,
-                        "attempt": attempt})
+                        "attempt": attempt, "result": result.preview, "ts": time.time()})
             return value
 
     def _record_failure(self, seq: int, attempt: int, name: str, exc: BaseException,
@@ -249,7 +267,8 @@ class RunContext:
             traceback="".join(traceback.format_exception(exc)), meta={"final": final},
         )], wait=final)
         self._emit({"kind": "step_failed", "seq": seq, "name": name, "attempt": attempt,
-                    "final": final, "error": f"{type(exc).__name__}: {exc}"})
+                    "final": final, "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": "".join(traceback.format_exception(exc)), "ts": time.time()})
 
     def _failure(self, seq: int, name: str, attempts: int, error: str,
                  cause: BaseException | None, retryable: bool = True) -> ActivityFailed:
@@ -274,17 +293,38 @@ class RunContext:
                                   meta={"source": activity.source})], wait=False)
 
     # -- run lifecycle ---------------------------------------------------------------------
-    def check_cancelled(self) -> None:
+    def check_stop(self) -> None:
+        """At a step boundary: stop if the run was cancelled or the user interrupted it."""
         if self.run_id in self.client.cancelled:
             raise RunCancelled(f"run {self.run_id} was cancelled")
+        if self._interrupt_requested:
+            self._interrupt_requested = False
+            raise KeyboardInterrupt
+
+    def cancel(self) -> None:
+        """Mark the run cancelled in the journal; it stops at its next step boundary.
+
+        A step already running finishes (and is recorded) or is abandoned with its kernel.
+        """
+        if self.status != "running":
+            return
+        self.client.append([event(self.run_id, "run_status", status="cancelled",
+                                  name=self.workflow, error="cancelled by the user")])
+        self.client.cancelled.add(self.run_id)
+        self._wake.set()
+        self._emit({"kind": "run_status", "status": "cancelling", "ts": time.time()})
+
+    def request_interrupt(self) -> None:
+        """Ctrl-C for a run whose body runs on another thread: stop at the next boundary."""
+        self._interrupt_requested = True
+        self._wake.set()
 
     def execute(self, body: Callable[[], Any]) -> Any:
         """Run the workflow body as this run, recording how it ends."""
         __tracebackhide__ = True
         token = _current.set(self)
-        foreground = threading.current_thread() is threading.main_thread()
-        if foreground:
-            _foreground.add(self)
+        self.thread = threading.current_thread()
+        _run_threads[threading.get_ident()] = self
         try:
             value = body()
             with self._lock:
@@ -293,26 +333,32 @@ class RunContext:
                     self._fork(self._next_seq)  # the workflow now makes fewer calls
             if self.mode == "resume":
                 self._finish("completed")
+            else:
+                self._emit({"kind": "run_status", "status": "completed", "ts": time.time()})
             self.status = "completed"
             return value
         except RunCancelled:
             self.status = "cancelled"
+            self._emit({"kind": "run_status", "status": "cancelled", "ts": time.time()})
             raise
         except KeyboardInterrupt:
             self._finish("interrupted", "interrupted by the user (kernel interrupt)")
             self._notice(f"run {self.run_id} interrupted: re-run the cell to resume it")
             raise
         except BaseException as exc:
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            error = f"{type(exc).__name__}: {first_line}"
             if self.mode == "resume":
-                first_line = str(exc).splitlines()[0] if str(exc) else ""
-                self._finish("failed", f"{type(exc).__name__}: {first_line}",
-                             "".join(traceback.format_exception(exc)))
+                self._finish("failed", error, "".join(traceback.format_exception(exc)))
+            else:
+                self._emit({"kind": "run_status", "status": "failed", "error": error,
+                            "ts": time.time()})
             self.status = "failed"
             raise
         finally:
             self.ended = time.monotonic()
             _current.reset(token)
-            _foreground.discard(self)
+            _run_threads.pop(threading.get_ident(), None)
 
     def _finish(self, status: str, error: str | None = None, tb: str | None = None) -> None:
         self.status = status
@@ -321,7 +367,7 @@ class RunContext:
             return
         self.client.append([event(self.run_id, "run_status", status=status, name=self.workflow,
                                   error=error, traceback=tb)], wait=True)
-        self._emit({"kind": "run_status", "status": status, "error": error})
+        self._emit({"kind": "run_status", "status": status, "error": error, "ts": time.time()})
 
     def _notice(self, text: str) -> None:
         self.notices.append(text)

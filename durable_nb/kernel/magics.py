@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -12,8 +13,9 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from durable_nb.engine.activity import Activity
 from durable_nb.engine.identity import open_run
 from durable_nb.engine.retry import RetryPolicy
-from durable_nb.engine.run import current_run
+from durable_nb.engine.run import RunContext, current_run
 from durable_nb.errors import RunNotFound
+from durable_nb.kernel.cells import RunHandle, background_runs, run_on_worker, start_worker
 
 
 def _top_level_functions(tree: ast.Module, source: str) -> dict[str, str]:
@@ -92,17 +94,41 @@ class DurableMagics(Magics):
     @argument("--id", dest="run_id", default=None, help="resume or replay this run")
     @argument("--fork-at", dest="fork_at", type=int, default=None, metavar="N",
               help="keep steps before N of the run, run the rest with the current code")
+    @argument("--background", action="store_true",
+              help="return at once with a handle; the kernel stays usable")
     @cell_magic
     def workflow(self, line: str, cell: str) -> Any:
         """Run the cell as a durable workflow: its activity calls are journaled steps.
 
         Re-running the cell resumes the latest unfinished run of NAME; a finished run is
         replayed from the journal (nothing executes) unless a step now differs, in which
-        case a new run continues from there.
+        case a new run continues from there. In a kernel the cell shows a live view of the
+        run and stays interruptible; ``--background`` returns a handle at once.
 
-        Usage: %%workflow NAME [--new] [--id RUN_ID] [--fork-at N]
+        Usage: %%workflow NAME [--new] [--id RUN_ID] [--fork-at N] [--background]
         """
         __tracebackhide__ = True
+        opts, ctx, body = self._open_workflow(line, cell)
+        if opts.background:  # no event loop to await on: a plain worker thread
+            handle = RunHandle(ctx, None)
+            start_worker(ctx, body, handle._finish)
+            background_runs[ctx.run_id] = handle
+            return handle
+        try:
+            return ctx.execute(body)
+        finally:
+            print(ctx.summary())
+
+    async def workflow_async(self, line: str, cell: str) -> Any:
+        """``%%workflow`` as the kernel runs it: awaited, body on a worker thread
+        (see ``durable_nb.kernel.cells``)."""
+        __tracebackhide__ = True
+        opts, ctx, body = self._open_workflow(line, cell)
+        return await run_on_worker(ctx, body, background=opts.background,
+                                   summary=lambda: print(ctx.summary()))
+
+    def _open_workflow(self, line: str, cell: str) -> tuple[Any, RunContext, Callable[[], Any]]:
+        """Parse the magic line, compile the cell and open its run (resume, replay or new)."""
         opts = _parse(self.workflow, line)
         if opts.fork_at is not None and opts.fork_at < 0:
             raise UsageError("%%workflow: --fork-at takes a step number >= 0")
@@ -131,7 +157,4 @@ class DurableMagics(Magics):
             raise UsageError(f"%%workflow: {exc}") from None
         for notice in ctx.notices:
             print(notice)
-        try:
-            return ctx.execute(body)
-        finally:
-            print(ctx.summary())
+        return opts, ctx, body

@@ -16,11 +16,17 @@ from pathlib import Path
 
 import pytest
 
+from durable_nb.server.discovery import pid_alive, read_server_info, wait_until
 from durable_nb.testing import KernelSession
 from durable_nb.testing.kernel import wait_for_file_text
 from tests.kernel.conftest import activity_cell, restart
 
 N = 60
+
+
+def live_server_pid_of(home: Path) -> int | None:
+    info = read_server_info(home)
+    return int(info["pid"]) if info and pid_alive(int(info["pid"])) else None
 
 
 def workflow_cell(log: Path) -> str:
@@ -57,13 +63,18 @@ def test_random_kills_of_kernel_and_server_keep_the_durability_rule(
     rng = random.Random(seed)
     print(f"chaos seed {seed} (set DURABLE_NB_CHAOS_SEED to replay)")
     cell = activity_cell(effects, sleep=0.05)
+
+
     kernel.run(cell).raise_for_error()
     for round_ in range(6):
+        lines_before = len(effects.read_text().splitlines()) if effects.exists() else 0
         kernel.submit(workflow_cell(effects))
-        wait_for_file_text(effects, "start", timeout=60)
+        assert wait_until(lambda n=lines_before: effects.exists()
+                          and len(effects.read_text().splitlines()) > n, 60)
         if rng.random() < 0.6:  # the server dies under the running workflow
             time.sleep(rng.uniform(0.0, 0.4))
-            pid = json.loads((journal_home / "server.json").read_text())["pid"]
+            pid = wait_until(lambda: live_server_pid_of(journal_home), 30)
+            assert pid, "no live journal server while the workflow runs"
             os.kill(pid, signal.SIGKILL)
             with effects.open("a") as f:
                 f.write(f"KILL server {round_}\n")

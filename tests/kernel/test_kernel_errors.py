@@ -13,7 +13,8 @@ def test_bad_magic_arguments_print_usage(kernel: KernelSession):
     out = kernel.run("%%workflow\nx = 1\n")
     assert out.ename == "UsageError"
     assert "the following arguments are required: NAME" in out.evalue
-    assert "usage: %%workflow [--new] [--id RUN_ID] [--fork-at N] NAME" in out.evalue
+    assert ("usage: %%workflow [--new] [--id RUN_ID] [--fork-at N] [--background] NAME"
+            in out.evalue)
     out = kernel.run("%%activity --retries many\ndef f():\n    pass\n")
     assert out.ename == "UsageError" and "--retries" in out.evalue
     assert "usage: %%activity [--retries N] [--timeout S] [--backoff S]" in out.evalue

@@ -1,0 +1,123 @@
+"""The live view of a run under its cell: header, progress bar, timeline, step table, Cancel.
+
+Engine events arrive on whatever thread runs the workflow; they are folded into a
+``RunProgress`` at once, but the widgets are touched only on the kernel's own event loop, at
+most ``Throttle.interval`` apart. The display bundle also carries the static HTML summary,
+so a notebook saved and viewed without a kernel still shows how the run went.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+
+from durable_nb.engine.progress import RunProgress
+from durable_nb.engine.run import RunContext
+from durable_nb.kernel import render
+
+
+class Throttle:
+    """Run ``fn`` on ``loop`` at most once per ``interval`` seconds, after any request.
+
+    ``request`` may be called from any thread; the last request is never lost (a trailing
+    call follows the burst).
+    """
+
+    def __init__(self, fn: Callable[[], None], loop: asyncio.AbstractEventLoop,
+                 interval: float = 0.1) -> None:
+        self.fn = fn
+        self.loop = loop
+        self.interval = interval
+        self.calls = 0
+        self._last = 0.0
+        self._scheduled = False
+        self._lock = threading.Lock()
+
+    def request(self) -> None:
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        delay = max(0.0, self._last + self.interval - time.monotonic())
+        self.loop.call_soon_threadsafe(self.loop.call_later, delay, self._fire)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._scheduled = False
+        self._last = time.monotonic()
+        self.calls += 1
+        self.fn()
+
+
+class RunView:
+    """Widgets showing one run; ``ctx`` is set when the run executes in this kernel."""
+
+    def __init__(self, progress: RunProgress, ctx: RunContext | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 cancel: Callable[[], None] | None = None) -> None:
+        self.progress = progress
+        self.ctx = ctx
+        self._cancel = cancel
+        self.header = widgets.HTML()
+        self.bar = widgets.IntProgress(min=0, max=1, value=0,
+                                       layout=widgets.Layout(width="320px"))
+        self.cancel_button = widgets.Button(description="Cancel", icon="stop",
+                                            button_style="danger",
+                                            tooltip="Mark the run cancelled: it stops at the "
+                                                    "next step")
+        self.cancel_button.on_click(lambda _: self.cancel())
+        self.timeline = widgets.HTML()
+        self.table = widgets.HTML()
+        self.box = widgets.VBox(
+            [widgets.HBox([self.header, self.cancel_button]), self.bar, self.timeline,
+             self.table],
+            layout=widgets.Layout(border="1px solid #ddd", padding="4px"),
+        )
+        self.box.add_class("dnb-run-view")
+        self.throttle = Throttle(self.render, loop or asyncio.get_event_loop())
+        if ctx is not None:
+            ctx.listeners.append(self.on_event)
+        self.render()
+
+    def on_event(self, ctx: RunContext | None, ev: dict[str, Any]) -> None:
+        """Engine listener: any thread. Folds now, renders later on the kernel's loop."""
+        self.progress.apply(ev)
+        self.throttle.request()
+
+    def cancel(self) -> None:
+        if self.ctx is not None:
+            self.ctx.cancel()
+        elif self._cancel is not None:
+            self._cancel()
+            self.progress.apply({"kind": "run_status", "status": "cancelling"})
+        self.throttle.request()
+
+    def render(self) -> None:
+        p = self.progress
+        now = time.time()
+        _, steps = p.snapshot()
+        self.header.value = render.header_html(p, now)
+        done = sum(s.status == "completed" for s in steps)
+        self.bar.max = max(p.total or len(steps), 1)
+        self.bar.value = min(done, self.bar.max)
+        self.bar.bar_style = {"completed": "success", "failed": "danger",
+                              "interrupted": "warning", "cancelled": "warning"}.get(p.status, "")
+        if p.status == "completed" and not p.total:
+            self.bar.value = self.bar.max
+        self.timeline.value = render.timeline_svg(steps, now)
+        self.table.value = render.steps_table_html(steps)
+        finished = p.status not in ("running", "cancelling")
+        self.cancel_button.disabled = finished or p.status == "cancelling"
+        self.cancel_button.layout.display = "none" if finished else None
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = dict(self.box._repr_mimebundle_(**kwargs) or {})
+        bundle["text/html"] = render.summary_html(self.progress)
+        bundle["text/plain"] = f"{self.progress.run_id} {self.progress.status}: " \
+                               f"{render.progress_text(self.progress)}"
+        return bundle
