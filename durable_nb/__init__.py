@@ -33,9 +33,16 @@ __all__ = [
     "Activity", "ActivityFailed", "ActivityTimeout", "DurableError", "JournalCorrupted",
     "JournalUnavailable", "NondeterminismError", "PayloadError", "QueryError", "RetryPolicy",
     "RunBusy", "RunCancelled", "RunNotFound", "StepInfo", "Workflow", "activity",
-    "current_step", "load_ipython_extension", "map", "now", "random", "runs",
+    "current_step", "load_ipython_extension", "map", "now", "random", "runs", "show",
     "shutdown_server", "side_effect", "sql", "steps", "uuid4", "workflow",
 ]
+
+
+def show(run_id: str) -> object:
+    """Display the live view of any run in the journal (in a notebook)."""
+    from durable_nb.kernel.view import show as show_run
+
+    return show_run(run_id)
 
 
 def load_ipython_extension(ipython: object) -> None:

@@ -57,6 +57,10 @@ class PayloadError(DurableError, TypeError):
 class RunCancelled(DurableError):
     """The run was cancelled (from the widget, the sidebar or the CLI)."""
 
+    def _render_traceback_(self) -> list[str]:
+        # A stop the user asked for: IPython shows this line instead of a traceback.
+        return [f"RunCancelled: {self}"]
+
 
 class QueryError(DurableError, ValueError):
     """A SQL query sent to the journal failed; the message is the database's."""

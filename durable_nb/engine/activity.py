@@ -59,12 +59,14 @@ class Activity(Generic[P, R]):
         return {"args": list(args), "kwargs": kwargs}
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        __tracebackhide__ = True
         from durable_nb.engine.run import call_activity
 
         return call_activity(self, args, kwargs)
 
     def invoke(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         """Run one attempt of the function itself, under the policy's timeout if any."""
+        __tracebackhide__ = True
         if self.policy.timeout is None:
             return self.fn(*args, **kwargs)
         outcome: list[Any] = []

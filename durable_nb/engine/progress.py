@@ -54,6 +54,7 @@ class RunProgress:
     forked_from: str | None = None
     steps: dict[int, StepView] = field(default_factory=dict)
     version: int = 0
+    last_event_id: int = 0  # of the journal events folded in (see ``follow``)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- folding events ----------------------------------------------------------------------
@@ -141,24 +142,38 @@ class RunProgress:
             "FROM runs WHERE run_id = ?", [run_id]).to_pylist()[0]
         progress = cls(run_id=run_id, workflow=run["workflow"], started=times["started"])
         rows = client.query(
-            "SELECT kind, seq, attempt, name, preview, error, traceback, meta, epoch(ts) AS ts "
-            "FROM events WHERE run_id = ? AND kind LIKE 'step_%' ORDER BY id", [run_id])
-        for row in rows.to_pylist():
+            "SELECT id, kind, seq, attempt, name, status, preview, error, traceback, meta, "
+            "epoch(ts) AS ts FROM events WHERE run_id = ? AND kind LIKE 'step_%' ORDER BY id",
+            [run_id]).to_pylist()
+        for row in rows:
             progress.apply(journal_event(row))
         progress.apply({"kind": "run_status", "status": run["status"], "error": times["error"],
                         "ts": times["ended"]})
         if run["status"] == "running":
             progress.ended = None
+        progress.last_event_id = max((r["id"] for r in rows), default=0)
         return progress
+
+    def follow(self, client: JournalClient) -> bool:
+        """Fold what the journal recorded since the last look; False once the run ended."""
+        rows = client.events_since(self.last_event_id, run_id=self.run_id).to_pylist()
+        for row in rows:
+            self.last_event_id = max(self.last_event_id, row["id"])
+            if row["kind"] in ("run_status",) or row["kind"].startswith("step_"):
+                row["ts"] = row["ts"].timestamp() if hasattr(row["ts"], "timestamp") else row["ts"]
+                self.apply(journal_event(row))
+        return self.status in ("running", "cancelling")
 
 
 def journal_event(row: dict[str, Any]) -> dict[str, Any]:
     """A journal ``events`` row as the engine event it recorded."""
     import json
 
-    ev: dict[str, Any] = {"kind": row["kind"], "seq": row["seq"], "name": row["name"],
-                          "attempt": row["attempt"], "ts": row["ts"]}
-    if row["kind"] == "step_started":
+    ev: dict[str, Any] = {"kind": row["kind"], "seq": row.get("seq"), "name": row["name"],
+                          "attempt": row.get("attempt"), "ts": row["ts"]}
+    if row["kind"] == "run_status":
+        ev.update(status=row["status"], error=row.get("error"))
+    elif row["kind"] == "step_started":
         ev["args"] = row["preview"]
     elif row["kind"] == "step_completed":
         ev["result"] = row["preview"]

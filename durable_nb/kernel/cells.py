@@ -19,11 +19,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from IPython.display import display
-
 from durable_nb.engine.progress import RunProgress
 from durable_nb.engine.run import RunContext
-from durable_nb.kernel.view import RunView
+from durable_nb.kernel.view import LiveDisplay, RunView
 
 _MAGIC_CALL = "get_ipython().run_cell_magic('workflow', "
 _ASYNC_CALL = "await get_ipython().magics_manager.registry['DurableMagics'].workflow_async("
@@ -40,14 +38,11 @@ def await_workflow_cells(lines: list[str]) -> list[str]:
 
 
 class RunHandle:
-    """A workflow running on a worker thread of this kernel (``--background``).
+    """A workflow running on a worker thread of this kernel (``--background``)."""
 
-    Displaying the handle shows the run's live view.
-    """
-
-    def __init__(self, ctx: RunContext, view: RunView | None) -> None:
+    def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self.view = view
+        self.displays: list[LiveDisplay] = []  # finished on the kernel's loop at the end
         self._done = threading.Event()
         self._value: Any = None
         self._error: BaseException | None = None
@@ -79,11 +74,6 @@ class RunHandle:
         self._value, self._error = value, error
         self._done.set()
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        if self.view is not None:
-            return self.view._repr_mimebundle_(**kwargs)
-        return {"text/plain": repr(self)}
-
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id} {self.status}>"
 
@@ -94,6 +84,7 @@ def start_worker(ctx: RunContext, body: Callable[[], Any], on_done: Callable[
     output routing included), then call ``on_done(value, error)`` on that thread."""
 
     def work() -> None:
+        __tracebackhide__ = True
         try:
             value = ctx.execute(body)
         except BaseException as exc:  # handed to whoever waits for the run
@@ -118,13 +109,12 @@ def interrupt_thread(thread: threading.Thread) -> None:
 async def run_on_worker(ctx: RunContext, body: Callable[[], Any], *, background: bool,
                         summary: Callable[[], None]) -> Any:
     """Execute the run on a worker thread while the kernel's loop stays free."""
+    __tracebackhide__ = True
     loop = asyncio.get_running_loop()
     # Starts empty: recorded steps appear, marked replayed, as the body replays them.
     view = RunView(RunProgress(ctx.run_id, ctx.workflow), ctx=ctx, loop=loop)
-    handle = RunHandle(ctx, view)
-    display_handle = None
-    if not background:
-        display_handle = display(view, display_id=True)
+    handle = RunHandle(ctx)
+    handle.displays.append(LiveDisplay(view))
     finished = loop.create_future()
 
     def on_done(value: Any, error: BaseException | None) -> None:
@@ -132,6 +122,8 @@ async def run_on_worker(ctx: RunContext, body: Callable[[], Any], *, background:
         loop.call_soon_threadsafe(_settle, finished, value, error)
         if background:
             summary()
+            for live in handle.displays:
+                loop.call_soon_threadsafe(live.finish)
 
     thread = start_worker(ctx, body, on_done)
     if background:
@@ -148,9 +140,8 @@ async def run_on_worker(ctx: RunContext, body: Callable[[], Any], *, background:
                 await asyncio.shield(finished)
             raise KeyboardInterrupt from None
     finally:
-        view.render()
-        if display_handle is not None:
-            display_handle.update(view)  # the saved notebook keeps the final summary
+        for live in handle.displays:
+            live.finish()  # the saved notebook keeps the final summary
         summary()
 
 

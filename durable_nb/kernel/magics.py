@@ -50,7 +50,8 @@ class DurableMagics(Magics):
     def _compile(self, cell: str) -> tuple[str, ast.Module, str]:
         """IPython-transform a cell and register its source so tracebacks show its lines."""
         code = self.shell.transform_cell(cell)
-        filename = self.shell.compile.cache(code, self.shell.execution_count)
+        # IPython counts the running cell before executing it: its number is one less.
+        filename = self.shell.compile.cache(code, self.shell.execution_count - 1)
         try:
             tree = ast.parse(code, filename)
         except SyntaxError as exc:
@@ -110,7 +111,7 @@ class DurableMagics(Magics):
         __tracebackhide__ = True
         opts, ctx, body = self._open_workflow(line, cell)
         if opts.background:  # no event loop to await on: a plain worker thread
-            handle = RunHandle(ctx, None)
+            handle = RunHandle(ctx)
             start_worker(ctx, body, handle._finish)
             background_runs[ctx.run_id] = handle
             return handle

@@ -117,7 +117,76 @@ class RunView:
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle = dict(self.box._repr_mimebundle_(**kwargs) or {})
-        bundle["text/html"] = render.summary_html(self.progress)
-        bundle["text/plain"] = f"{self.progress.run_id} {self.progress.status}: " \
-                               f"{render.progress_text(self.progress)}"
+        bundle.update(RunSummary(self.progress)._repr_mimebundle_())
         return bundle
+
+
+class RunSummary:
+    """The static face of a run: what a finished run's output becomes and what is saved.
+
+    A live widget is only useful while the run is; once it ended, its output is replaced by
+    this HTML, which every viewer renders (nbconvert prefers a widget view when there is one,
+    so a finished run must not leave one behind).
+    """
+
+    def __init__(self, progress: RunProgress) -> None:
+        self.progress = progress
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        p = self.progress
+        return {"text/html": render.summary_html(p),
+                "text/plain": f"{p.run_id} {p.status}: {render.progress_text(p)}"}
+
+
+class LiveDisplay:
+    """A run's output: the live widget while it runs, its summary once it ended."""
+
+    def __init__(self, view: RunView) -> None:
+        from IPython.display import display
+
+        self.view = view
+        self.handle = display(view, display_id=True)
+
+    def finish(self) -> None:
+        self.view.render()
+        if self.handle is not None:
+            self.handle.update(RunSummary(self.view.progress))
+
+
+def show(run_id: str) -> RunView:
+    """Display the view of any run in the journal; a run still going is followed live."""
+    from IPython.display import display
+
+    from durable_nb.engine.history import event
+    from durable_nb.kernel.cells import background_runs
+    from durable_nb.server.client import default_client
+
+    client = default_client()
+    progress = RunProgress.from_journal(client, run_id)
+    loop = asyncio.get_event_loop()
+    handle = background_runs.get(run_id)
+    if handle is not None and not handle.done():  # running in this kernel: its own events
+        view = RunView(progress, ctx=handle.ctx, loop=loop)
+    else:
+        def cancel() -> None:
+            client.append([event(run_id, "run_status", status="cancelled",
+                                 name=progress.workflow, error="cancelled by the user")])
+
+        view = RunView(progress, loop=loop, cancel=cancel)
+        if progress.status in ("running", "cancelling"):
+            live = LiveDisplay(view)
+
+            def poll() -> None:
+                if progress.follow(client):
+                    loop.call_later(0.5, poll)
+                    view.throttle.request()
+                else:
+                    live.finish()
+
+            loop.call_later(0.5, poll)
+            return view
+    if handle is not None and not handle.done():
+        handle.displays.append(LiveDisplay(view))
+    else:
+        display(RunSummary(progress))
+    return view

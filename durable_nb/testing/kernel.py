@@ -30,7 +30,7 @@ class CellResult:
     ename: str | None = None
     evalue: str | None = None
     traceback: str = ""
-    data: list[dict[str, Any]] = field(default_factory=list)  # execute_result/display_data
+    data: list[dict[str, Any]] = field(default_factory=list)  # results, displays, updates
 
     @property
     def text(self) -> str:
@@ -109,7 +109,7 @@ class KernelSession:
                     result.stdout += content["text"]
                 else:
                     result.stderr += content["text"]
-            elif kind in ("execute_result", "display_data"):
+            elif kind in ("execute_result", "display_data", "update_display_data"):
                 result.data.append(content["data"])
             elif kind == "error":
                 result.status = "error"

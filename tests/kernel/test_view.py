@@ -1,0 +1,172 @@
+"""The live run view without a browser: state folding, throttling, rendering, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import durable_nb
+from durable_nb.engine.identity import open_run
+from durable_nb.engine.progress import RunProgress, StepView, assign_lanes
+from durable_nb.kernel import render
+from durable_nb.kernel.view import RunView, Throttle
+
+
+def started(seq: int, ts: float = 0.0, **kw) -> dict:
+    return {"kind": "step_started", "seq": seq, "name": "train", "attempt": 1,
+            "args": f'{{"i":{seq}}}', "ts": ts, **kw}
+
+
+def completed(seq: int, ts: float = 1.0) -> dict:
+    return {"kind": "step_completed", "seq": seq, "name": "train", "attempt": 1,
+            "result": str(seq * 10), "ts": ts}
+
+
+def test_state_follows_a_step_through_retry_failure_and_completion():
+    p = RunProgress("sweep-1", "sweep", started=0.0)
+    p.apply(started(0))
+    assert (p.steps[0].status, p.badge) == ("running", "running")
+    p.apply({"kind": "step_failed", "seq": 0, "name": "train", "attempt": 1, "final": False,
+             "error": "ConnectionError: flaky", "traceback": "tb", "ts": 0.5})
+    assert (p.steps[0].status, p.badge) == ("retrying", "retrying")
+    p.apply(started(0, ts=0.6, attempt=2))
+    p.apply(completed(0, ts=2.0))
+    step = p.steps[0]
+    assert (step.status, step.attempts, step.result, step.duration) == ("completed", 2, "0", 2.0)
+    p.apply(started(1, ts=2.0))
+    p.apply({"kind": "run_status", "status": "interrupted", "ts": 3.0})
+    assert p.steps[1].status == "abandoned" and p.badge == "interrupted" and p.ended == 3.0
+
+
+def test_counts_and_progress_text_with_a_known_total_and_replayed_steps():
+    p = RunProgress("sweep-2", "sweep")
+    p.apply({"kind": "total", "total": 5})
+    p.apply({"kind": "step_replayed", "seq": 0, "name": "train", "attempt": 1, "args": "{}",
+             "result": "1", "started": 0.0, "ended": 1.0})
+    p.apply(started(1))
+    p.apply(completed(1))
+    p.apply(started(2))
+    assert p.counts()["completed"] == 2 and p.counts()["replayed"] == 1
+    assert render.progress_text(p) == "2 / 5 steps (1 replayed, 1 running)"
+
+
+def test_failed_step_renders_its_error_an_expandable_traceback_and_the_fix_hint():
+    p = RunProgress("docs-1", "docs")
+    p.apply(started(0))
+    p.apply({"kind": "step_failed", "seq": 0, "name": "train", "attempt": 1, "final": True,
+             "error": "ValueError: bad <doc>", "traceback": "Traceback ...\nValueError",
+             "ts": 1.0})
+    html = render.steps_table_html(p.snapshot()[1])
+    assert "ValueError: bad &lt;doc&gt;" in html  # escaped
+    assert "<details><summary>traceback</summary><pre>Traceback ...\nValueError" in html
+    assert render.FIX_HINT in html
+
+
+def test_step_table_shows_the_most_recent_steps_first_and_counts_the_hidden():
+    steps = [StepView(seq=i, name="train", status="completed") for i in range(60)]
+    html = render.steps_table_html(steps, limit=50)
+    assert html.index("<td>59</td>") < html.index("<td>10</td>")
+    assert "<td>9</td>" not in html and "10 earlier steps not shown" in html
+
+
+def test_concurrent_steps_get_their_own_timeline_lanes():
+    steps = [StepView(0, "a", started=0, ended=4), StepView(1, "a", started=1, ended=2),
+             StepView(2, "a", started=2.5, ended=3), StepView(3, "a", started=5, ended=6)]
+    assert assign_lanes(steps, now=10) == [0, 1, 1, 0]
+    svg = render.timeline_svg(steps, now=10)
+    assert svg.count("<rect") == 4 and 'height="24"' in svg  # two lanes of 10 + 2 px
+
+
+def test_a_thousand_events_in_a_second_make_at_most_fifteen_widget_updates():
+    renders: list[int] = []
+    p = RunProgress("fast-1", "fast")
+
+    async def main() -> Throttle:
+        loop = asyncio.get_running_loop()
+        throttle = Throttle(lambda: renders.append(len(p.steps)), loop)
+
+        def engine() -> None:  # the workflow's worker thread
+            for i in range(1000):
+                p.apply(started(i))
+                throttle.request()
+                time.sleep(0.001)
+
+        worker = threading.Thread(target=engine)
+        worker.start()
+        while worker.is_alive():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.25)  # the trailing update
+        return throttle
+
+    throttle = asyncio.run(main())
+    assert 3 <= throttle.calls <= 15, throttle.calls
+    assert renders[-1] == 1000  # the last state is never lost
+
+
+def test_widget_renders_on_the_loop_and_the_bundle_carries_the_html_summary():
+    async def main() -> RunView:
+        p = RunProgress("wf-1", "wf")
+        view = RunView(p, loop=asyncio.get_running_loop())
+        view.on_event(None, started(0, ts=time.time()))
+        view.on_event(None, completed(0, ts=time.time()))
+        view.on_event(None, {"kind": "run_status", "status": "completed", "ts": time.time()})
+        await asyncio.sleep(0.3)
+        return view
+
+    view = asyncio.run(main())
+    assert "completed" in view.header.value and view.bar.value == view.bar.max == 1
+    assert view.cancel_button.layout.display == "none"
+    bundle = view._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert 'class="dnb-steps"' in bundle["text/html"] and "wf-1" in bundle["text/html"]
+
+
+def test_cancel_from_the_view_stops_the_run_at_its_next_step(journal_home: Path):
+    ctx = open_run("cancellable")
+    views: list[RunView] = []
+    ran: list[int] = []
+
+    @durable_nb.activity
+    def step(i: int) -> int:
+        ran.append(i)
+        if i == 1:
+            views[0].cancel()  # the button's handler
+        return i
+
+    async def main() -> None:
+        views.append(RunView(RunProgress(ctx.run_id, ctx.workflow), ctx=ctx,
+                             loop=asyncio.get_running_loop()))
+        with pytest.raises(durable_nb.RunCancelled):
+            ctx.execute(lambda: [step(i) for i in range(5)])
+        await asyncio.sleep(0.3)
+
+    asyncio.run(main())
+    assert ran == [0, 1]
+    assert views[0].progress.status == "cancelled"
+    assert durable_nb.runs(workflow="cancellable").iloc[0].status == "cancelled"
+
+
+def test_view_from_the_journal_matches_the_live_fold(journal_home: Path):
+    @durable_nb.activity(retries=1, backoff=0)
+    def flaky(i: int) -> int:
+        if i == 1 and not flaky.__dict__.setdefault("failed", False):
+            flaky.__dict__["failed"] = True
+            raise ConnectionError("once")
+        return i
+
+    ctx = open_run("folded")
+    live = RunProgress(ctx.run_id, ctx.workflow)
+    ctx.listeners.append(lambda _, ev: live.apply(ev))
+    ctx.execute(lambda: [flaky(i) for i in range(3)])
+    from durable_nb.server.client import default_client
+
+    stored = RunProgress.from_journal(default_client(), ctx.run_id)
+    assert stored.status == live.status == "completed"
+    as_rows = lambda p: [(s.seq, s.status, s.attempts, s.args, s.result)  # noqa: E731
+                         for s in p.snapshot()[1]]
+    assert as_rows(stored) == as_rows(live)
+    assert stored.steps[1].attempts == 2
