@@ -2,6 +2,7 @@
 #
 #   make lab     create .venv, install durable_nb[lab], start JupyterLab on notebooks/
 #   make test    create .venv, install durable_nb[test,lab,bench], ruff + mypy + pytest
+#                (needs Debian's chromium for tests/browser: `make browser` installs it)
 #   make demo    kill a kernel in the middle of a sweep and resume it (headless)
 #   make clean   remove caches and build output; `make distclean` also removes .venv
 
@@ -18,11 +19,15 @@ LAB_ARGS ?= --no-browser --notebook-dir=notebooks $(LAB_ROOT_FLAG)
 # `make lab` and `make test` run the `labextension` target after installing the package.
 LABEXTENSION_BUILD ?=
 
+# The browser tests (tests/browser) drive Debian's Chromium with Playwright; nothing downloads
+# a browser. `make browser` installs the Debian package when it is missing (needs root).
+CHROMIUM ?= /usr/bin/chromium
+
 # One stamp per set of extras: pip runs again only when pyproject.toml changes.
 STAMP_LAB := $(VENV)/.installed-lab
 STAMP_TEST := $(VENV)/.installed-test-lab-bench
 
-.PHONY: lab test demo labextension lint typecheck pytest clean distclean
+.PHONY: lab test demo labextension browser lint typecheck pytest clean distclean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +43,17 @@ $(STAMP_TEST): pyproject.toml | $(BIN)/python
 labextension: $(STAMP_LAB)
 	$(if $(strip $(LABEXTENSION_BUILD)),$(LABEXTENSION_BUILD),@:)
 
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else \
+		echo "$(CHROMIUM) is missing: the browser tests need Debian's chromium." >&2; \
+		echo "Install it as root (apt-get update && apt-get install -y chromium)," >&2; \
+		echo "then run make test again." >&2; \
+		exit 1; \
+	fi
+
 lab: $(STAMP_LAB) labextension
 	$(BIN)/jupyter lab $(LAB_ARGS)
 
@@ -47,10 +63,10 @@ lint: $(STAMP_TEST)
 typecheck: $(STAMP_TEST)
 	$(BIN)/mypy
 
-pytest: $(STAMP_TEST)
+pytest: $(STAMP_TEST) browser
 	$(BIN)/pytest
 
-test: $(STAMP_TEST) labextension
+test: $(STAMP_TEST) labextension browser
 	$(BIN)/ruff check durable_nb tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
