@@ -80,3 +80,20 @@ def test_saved_notebook_converted_to_html_contains_the_run_summary_table(
     (tmp_path / "report.html").write_text(html)
     assert 'class="dnb-steps"' in html and "report-1" in html
     assert "dnb-completed" in html
+
+
+def test_after_a_kernel_kill_the_resumed_runs_view_marks_replayed_steps(
+        kernel: KernelSession, effects: Path):
+    from durable_nb.testing.kernel import wait_for_file_text
+    from tests.kernel.conftest import activity_cell, restart
+
+    cell = "%%workflow resumed\nresults = [train(i) for i in range(6)]\n"
+    kernel.run(activity_cell(effects, sleep=0.2)).raise_for_error()
+    kernel.submit(cell)
+    wait_for_file_text(effects, "start 3\n")
+    kernel.kill()
+    restart(kernel).run(activity_cell(effects, sleep=0.2)).raise_for_error()
+    out = kernel.run(cell).raise_for_error()
+    final = out.data[-1]["text/html"]
+    assert final.count("dnb-replayed") == 3  # steps 0-2 came from the journal
+    assert final.count('class="dnb-badge dnb-completed"') == 1 + 3  # header + steps 3-5

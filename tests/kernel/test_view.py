@@ -170,3 +170,34 @@ def test_view_from_the_journal_matches_the_live_fold(journal_home: Path):
                          for s in p.snapshot()[1]]
     assert as_rows(stored) == as_rows(live)
     assert stored.steps[1].attempts == 2
+
+
+def test_a_view_of_a_run_going_on_elsewhere_follows_the_journal(journal_home: Path):
+    from durable_nb.server.client import default_client
+
+    gate = threading.Event()
+
+    @durable_nb.activity
+    def step(i: int) -> int:
+        if i == 1:
+            gate.wait(30)
+        return i
+
+    ctx = open_run("elsewhere")
+    worker = threading.Thread(target=ctx.execute, args=(lambda: [step(i) for i in range(3)],))
+    worker.start()
+    client = default_client()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not durable_nb.sql(
+                "SELECT 1 FROM steps WHERE run_id = ? AND seq = 1", [ctx.run_id]).shape[0]:
+            time.sleep(0.05)
+        seen = RunProgress.from_journal(client, ctx.run_id)
+        assert seen.status == "running" and seen.steps[1].status == "running"
+        assert seen.follow(client) is True  # still going
+    finally:
+        gate.set()
+        worker.join(30)
+    assert seen.follow(client) is False  # it ended
+    assert seen.status == "completed"
+    assert [s.status for s in seen.snapshot()[1]] == ["completed"] * 3
