@@ -26,6 +26,10 @@ class RunBusy(DurableError):
     """Another live process is executing the run."""
 
 
+class RunFinished(DurableError):
+    """The action needs a run that is not over (completed or cancelled)."""
+
+
 class NondeterminismError(DurableError):
     """Replaying a run, the workflow asked for a different call than the journal holds."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import time
@@ -97,19 +96,6 @@ def fold_steps(rows: list[dict[str, Any]]) -> dict[int, StepRecord]:
             rec.exception_pickle = row["data_pickle"]
             rec.ended_ts = row["ts"]
     return steps
-
-
-def copy_events(rows: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
-    """Events of another run, relabelled for ``run_id`` (a fork reuses them as its own)."""
-    out = []
-    for row in rows:
-        ev = {k: v for k, v in row.items() if k != "eid"}
-        ev["eid"] = f"{run_id}/{row['eid']}"  # a resent copy stays one copy
-        ev["run_id"] = run_id
-        if isinstance(ev.get("data_pickle"), bytes):
-            ev["data_pickle"] = base64.b64encode(ev["data_pickle"]).decode("ascii")
-        out.append(ev)
-    return out
 
 
 def steps_before(seq: int) -> str:

@@ -6,13 +6,7 @@ import re
 import uuid
 from typing import Any
 
-from durable_nb.engine.history import (
-    copy_events,
-    event,
-    fold_steps,
-    load_step_events,
-    process_meta,
-)
+from durable_nb.engine.history import event, fold_steps, load_step_events, process_meta
 from durable_nb.engine.run import RunContext
 from durable_nb.errors import RunNotFound
 from durable_nb.journal.codec import code_hash
@@ -53,26 +47,35 @@ def latest_run(client: JournalClient, workflow: str, key: str | None) -> dict[st
     return rows[0] if rows else None
 
 
-def create_run(client: JournalClient, workflow: str, source: str | None, key: str | None,
-               **meta: Any) -> str:
-    meta = {**process_meta(), "source": source, "code_hash": code_hash(source or ""),
-            "key": key, **meta}
+def run_meta(source: str | None, key: str | None) -> dict[str, Any]:
+    """What a new run records of who starts it and with which code."""
+    return {**process_meta(), "source": source, "code_hash": code_hash(source or ""),
+            "key": key}
+
+
+def create_run(client: JournalClient, workflow: str, source: str | None,
+               key: str | None) -> str:
+    meta = run_meta(source, key)
     reply = client.call("create_run", event=event("", "run_started", name=workflow, meta=meta))
     return str(reply["run_id"])
 
 
-def fork_run(client: JournalClient, parent: dict[str, Any], at: int, source: str | None,
-             key: str | None, rows: list[dict[str, Any]] | None = None) -> RunContext:
-    """A new run holding ``parent``'s steps before ``at``; the rest runs with current code."""
-    if not isinstance(at, int) or at < 0:
+def fork_run(client: JournalClient, parent_run_id: str, at: int, source: str | None,
+             key: str | None) -> str:
+    """A new run holding the parent's steps before ``at`` (copied by the journal server);
+    returns its id. Whoever executes it runs the rest with the current code."""
+    if isinstance(at, bool) or not isinstance(at, int) or at < 0:
         raise ValueError(f"fork_at must be a step number >= 0, got {at!r}")
-    if rows is None:
-        rows = load_step_events(client, parent["run_id"])
-    kept = [r for r in rows if r["seq"] is None or r["seq"] < at]
-    run_id = create_run(client, parent["workflow"], source, key,
-                        parent_run_id=parent["run_id"], fork_at=at)
-    client.append(copy_events(kept, run_id))
-    ctx = RunContext(client, run_id, parent["workflow"], "resume", fold_steps(kept), kept,
+    reply = client.call("fork_run", run_id=parent_run_id, at=at, eid=uuid.uuid4().hex,
+                        meta=run_meta(source, key))
+    return str(reply["run_id"])
+
+
+def open_fork(client: JournalClient, parent: dict[str, Any], at: int, source: str | None,
+              key: str | None) -> RunContext:
+    run_id = fork_run(client, parent["run_id"], at, source, key)
+    rows = load_step_events(client, run_id)
+    ctx = RunContext(client, run_id, parent["workflow"], "resume", fold_steps(rows), rows,
                      source=source, key=key)
     ctx.forked_from = parent["run_id"]
     return ctx
@@ -109,7 +112,7 @@ def open_run(workflow: str, *, source: str | None = None, new: bool = False,
                 f"--fork-at needs a run to fork, and workflow {workflow!r} has none in "
                 f"{client.home}. Run it once first, or drop --fork-at."
             )
-        return fork_run(client, base, fork_at, source, key)
+        return open_fork(client, base, fork_at, source, key)
 
     if base is None or (base["status"] == "cancelled" and run_id is None):
         return RunContext(client, create_run(client, workflow, source, key), workflow,

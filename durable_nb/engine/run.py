@@ -18,13 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from durable_nb.engine.history import (
-    StepRecord,
-    copy_events,
-    event,
-    fold_steps,
-    steps_before,
-)
+from durable_nb.engine.history import StepRecord, event, fold_steps, steps_before
 from durable_nb.errors import (
     ActivityFailed,
     NondeterminismError,
@@ -189,13 +183,11 @@ class RunContext:
 
     def _fork(self, seq: int) -> None:
         """Replaying a completed run, step ``seq`` differs: continue live in a new run."""
-        from durable_nb.engine.identity import create_run
+        from durable_nb.engine.identity import fork_run
 
         parent = self.run_id
         kept = [r for r in self.rows if r["seq"] is None or r["seq"] < seq]
-        run_id = create_run(self.client, self.workflow, self.source, self.key,
-                            parent_run_id=parent, fork_at=seq)
-        self.client.append(copy_events(kept, run_id))
+        run_id = fork_run(self.client, parent, seq, self.source, self.key)
         self.run_id, self.mode, self.rows = run_id, "resume", kept
         self.steps = fold_steps(kept)
         self.forked_from = parent

@@ -116,7 +116,7 @@ FROM agg a LEFT JOIN runs r USING (run_id);
 
 EVENT_KINDS = frozenset({
     "run_started", "run_status", "step_started", "step_completed", "step_failed",
-    "activity_code",
+    "activity_code", "signal",
 })
 RUN_STATUSES = frozenset({"running", "completed", "failed", "interrupted", "cancelled"})
 _INT_COLUMNS = ("id", "seq", "attempt")

@@ -29,7 +29,7 @@ from typing import Any
 
 import zmq
 
-from durable_nb.errors import DurableError, RunBusy, RunNotFound
+from durable_nb.errors import DurableError, RunBusy, RunFinished, RunNotFound
 from durable_nb.journal.home import (
     DB_FILE,
     SEGMENT_FILE,
@@ -191,15 +191,87 @@ class JournalServer:
         self._stage([event])
         return {"run_id": run_id}
 
+    def _run(self, run_id: Any) -> RunState:
+        state = self.runs.get(run_id) if isinstance(run_id, str) else None
+        if state is None:
+            raise RunNotFound(f"no run {run_id!r} in the journal {self.home}")
+        return state
+
+    def _owner_alive(self, state: RunState) -> bool:
+        return state.status == "running" and bool(state.owner_pid) and pid_alive(
+            int(state.owner_pid or 0))
+
+    def op_cancel_run(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Mark a run cancelled. Its process stops it at the next step boundary (it learns
+        of the cancel from its next acknowledgement); a run with no live process is over."""
+        run_id = msg.get("run_id")
+        state = self._run(run_id)
+        previous = state.status
+        if previous in ("completed", "cancelled"):
+            raise RunFinished(f"run {run_id} is already {previous}; there is nothing to cancel")
+        self._stage([self._event(run_id, "run_status", status="cancelled", name=state.workflow,
+                                 error=str(msg.get("reason") or "cancelled by the user"))])
+        return {"run_id": run_id, "status": "cancelled", "previous_status": previous}
+
+    def op_signal(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Record a signal (a name and a JSON value) for a run that is not over."""
+        run_id, name = msg.get("run_id"), msg.get("name")
+        state = self._run(run_id)
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise ValueError("a signal needs a non-empty 'name' (at most 200 characters)")
+        if state.status in ("completed", "cancelled"):
+            raise RunFinished(f"run {run_id} is {state.status}; it takes no more signals")
+        value = json.dumps(msg.get("value"))
+        self._stage([self._event(run_id, "signal", name=name, data_json=value,
+                                 preview=value[:200])])
+        return {"run_id": run_id, "name": name}
+
+    def op_fork_run(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """A new run holding the steps of ``run_id`` before ``at`` (and the activity sources);
+        whoever resumes it runs the rest with the current code."""
+        parent_id, at = msg.get("run_id"), msg.get("at")
+        parent = self._run(parent_id)
+        if isinstance(at, bool) or not isinstance(at, int) or at < 0:
+            raise ValueError(f"'at' must be a step number >= 0, got {at!r}")
+        self._flush(wait=True)
+        rows = self.store.query(
+            "SELECT * EXCLUDE (id, ts, data_pickle), to_base64(data_pickle) AS data_pickle, "
+            "epoch(ts) AS ts FROM events WHERE run_id = ? AND (kind = 'activity_code' OR "
+            "(kind LIKE 'step_%' AND seq < ?)) ORDER BY id", [parent_id, at]).to_pylist()
+        started = self._event("", "run_started", name=parent.workflow, meta=json.dumps({
+            **(msg.get("meta") or {}), "parent_run_id": parent_id, "fork_at": at}))
+        started["eid"] = str(msg.get("eid") or started["eid"])
+        run_id = self.op_create_run({"event": started})["run_id"]
+        copies = []
+        for row in rows:
+            row["eid"] = f"{run_id}/{row['eid']}"  # a resent fork copies once
+            row["run_id"] = run_id
+            copies.append({k: v for k, v in row.items() if v is not None})
+        if copies:
+            self._stage(copies)
+        return {"run_id": run_id, "parent_run_id": parent_id, "at": at,
+                "steps_copied": len({r["seq"] for r in rows if r.get("seq") is not None})}
+
+    def op_delete_run(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Remove a run and all its events, unless a live process is executing it."""
+        run_id = msg.get("run_id")
+        state = self._run(run_id)
+        if self._owner_alive(state):
+            raise RunBusy(f"run {run_id} is being executed by a live process (pid "
+                          f"{state.owner_pid}); cancel it first")
+        self._flush(wait=True)
+        deleted = self.store.query("DELETE FROM events WHERE run_id = ? RETURNING id",
+                                   [run_id]).num_rows
+        del self.runs[run_id]
+        self.started_eids = {e: r for e, r in self.started_eids.items() if r != run_id}
+        return {"run_id": run_id, "events_deleted": deleted}
+
     def op_claim_run(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Mark a run as executed by ``pid`` unless another live process executes it."""
         run_id, pid = msg["run_id"], int(msg["pid"])
-        state = self.runs.get(run_id)
-        if state is None:
-            raise RunNotFound(f"no run {run_id!r} in the journal {self.home}")
+        state = self._run(run_id)
         owner = state.owner_pid
-        if (state.status == "running" and owner and owner != pid and pid_alive(owner)
-                and not msg.get("force")):
+        if owner != pid and self._owner_alive(state) and not msg.get("force"):
             raise RunBusy(
                 f"run {run_id} is being executed by another live process (pid {owner}). "
                 "Wait for it, cancel it (`durable-nb cancel` or the sidebar), or start a new "
@@ -377,7 +449,7 @@ class JournalServer:
             handler = getattr(self, f"op_{op}", None)
             if handler is None:
                 raise ValueError(f"unknown operation {op!r}")
-            if op not in protocol.WRITE_OPS:
+            if op not in protocol.WRITE_OPS or op in protocol.READING_WRITE_OPS:
                 self._commit_staged(sock, force=True)  # reads see every earlier write
             result = handler(msg)
         except Exception as exc:

@@ -15,7 +15,10 @@ import pyarrow as pa
 PROTOCOL_VERSION = 1
 
 # Operations that change the journal; everything else is a read.
-WRITE_OPS = frozenset({"append", "create_run", "claim_run"})
+WRITE_OPS = frozenset({"append", "create_run", "claim_run", "cancel_run", "signal",
+                       "fork_run", "delete_run"})
+# Writes that read the journal first, so they need every earlier write made durable.
+READING_WRITE_OPS = frozenset({"fork_run", "delete_run"})
 
 
 def dumps(message: dict[str, Any]) -> bytes:

@@ -210,3 +210,19 @@ def test_a_run_records_its_workflow_source_and_each_activity_source_with_a_hash(
     assert list(code.name) == ["square"]  # once per run, not once per call
     assert "def square(x: int) -> int:" in code.source[0]
     assert code.code_hash[0] == square.code_hash == code_hash(code.source[0])
+
+
+def test_a_fork_reuses_pickled_results_unchanged(journal_home: Path):
+    calls: list[int] = []
+
+    @durable_nb.activity
+    def pair(i: int) -> tuple[int, set[int]]:
+        calls.append(i)
+        return (i, {i, i + 1})
+
+    open_run("pickles").execute(lambda: [pair(i) for i in range(3)])
+    calls.clear()
+    fork = open_run("pickles", fork_at=2)
+    assert fork.execute(lambda: [pair(i) for i in range(3)]) == [(0, {0, 1}), (1, {1, 2}),
+                                                                 (2, {2, 3})]
+    assert calls == [2]
