@@ -2,17 +2,16 @@
 
 Mark functions as activities and run workflows that call them; every call is journaled in
 DuckDB, so after a kernel restart a re-run continues where it stopped.
+
+The public names load on first use, so ``durable_nb.jupyter`` (the Jupyter server
+extension, which must not import the engine) and ``durable_nb.server`` stay light.
 """
 
 from __future__ import annotations
 
-from durable_nb.api import runs, shutdown_server, sql, steps
-from durable_nb.engine.activity import Activity, activity
-from durable_nb.engine.determinism import now, random, side_effect, uuid4
-from durable_nb.engine.fanout import map
-from durable_nb.engine.retry import RetryPolicy
-from durable_nb.engine.run import StepInfo, current_step
-from durable_nb.engine.workflow import Workflow, workflow
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from durable_nb.errors import (
     ActivityFailed,
     ActivityTimeout,
@@ -24,29 +23,63 @@ from durable_nb.errors import (
     QueryError,
     RunBusy,
     RunCancelled,
+    RunFinished,
     RunNotFound,
 )
 
+if TYPE_CHECKING:
+    from durable_nb.api import runs, shutdown_server, sql, steps
+    from durable_nb.engine.activity import Activity, activity
+    from durable_nb.engine.determinism import now, random, side_effect, uuid4
+    from durable_nb.engine.fanout import map
+    from durable_nb.engine.retry import RetryPolicy
+    from durable_nb.engine.run import StepInfo, current_step
+    from durable_nb.engine.workflow import Workflow, workflow
+    from durable_nb.kernel.view import show
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "runs": "durable_nb.api", "shutdown_server": "durable_nb.api", "sql": "durable_nb.api",
+    "steps": "durable_nb.api", "Activity": "durable_nb.engine.activity",
+    "activity": "durable_nb.engine.activity", "now": "durable_nb.engine.determinism",
+    "random": "durable_nb.engine.determinism", "side_effect": "durable_nb.engine.determinism",
+    "uuid4": "durable_nb.engine.determinism", "map": "durable_nb.engine.fanout",
+    "RetryPolicy": "durable_nb.engine.retry", "StepInfo": "durable_nb.engine.run",
+    "current_step": "durable_nb.engine.run", "Workflow": "durable_nb.engine.workflow",
+    "workflow": "durable_nb.engine.workflow", "show": "durable_nb.kernel.view",
+}
 
 __all__ = [
     "Activity", "ActivityFailed", "ActivityTimeout", "DurableError", "JournalCorrupted",
     "JournalUnavailable", "NondeterminismError", "PayloadError", "QueryError", "RetryPolicy",
-    "RunBusy", "RunCancelled", "RunNotFound", "StepInfo", "Workflow", "activity",
-    "current_step", "load_ipython_extension", "map", "now", "random", "runs", "show",
-    "shutdown_server", "side_effect", "sql", "steps", "uuid4", "workflow",
+    "RunBusy", "RunCancelled", "RunFinished", "RunNotFound", "StepInfo", "Workflow",
+    "activity", "current_step", "load_ipython_extension", "map", "now", "random", "runs",
+    "show", "shutdown_server", "side_effect", "sql", "steps", "uuid4", "workflow",
 ]
 
 
-def show(run_id: str) -> object:
-    """Display the live view of any run in the journal (in a notebook)."""
-    from durable_nb.kernel.view import show as show_run
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'durable_nb' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-    return show_run(run_id)
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
-def load_ipython_extension(ipython: object) -> None:
+def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext durable_nb``: register ``%%activity`` and ``%%workflow``."""
     from durable_nb.kernel import load_ipython_extension as load
 
     load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from durable_nb.kernel import unload_ipython_extension as unload
+
+    unload(ipython)
