@@ -40,6 +40,7 @@ class Activity(Generic[P, R]):
             except (OSError, TypeError):
                 source = getattr(fn, "__qualname__", self.name)
         self.source = source
+        self.defined_by: str | None = None  # the %%activity cell that made it, if any
         self.code_hash = code_hash(source)
         try:
             self._signature: inspect.Signature | None = inspect.signature(fn)

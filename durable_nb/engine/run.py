@@ -282,7 +282,8 @@ class RunContext:
         self._code_recorded.add(activity.code_hash)
         self.client.append([event(self.run_id, "activity_code", name=activity.name,
                                   code_hash=activity.code_hash,
-                                  meta={"source": activity.source})], wait=False)
+                                  meta={"source": activity.source,
+                                        "cell": activity.defined_by})], wait=False)
 
     # -- run lifecycle ---------------------------------------------------------------------
     def check_stop(self) -> None:

@@ -23,18 +23,27 @@ from durable_nb.engine.progress import RunProgress
 from durable_nb.engine.run import RunContext
 from durable_nb.kernel.view import LiveDisplay, RunView
 
-_MAGIC_CALL = "get_ipython().run_cell_magic('workflow', "
-_ASYNC_CALL = "await get_ipython().magics_manager.registry['DurableMagics'].workflow_async("
+_MAGICS = "get_ipython().magics_manager.registry['DurableMagics']"
+_AWAITED = {  # how IPython spells the magic -> the coroutine the cell awaits instead
+    "get_ipython().run_cell_magic('workflow', ": f"await {_MAGICS}.workflow_async(",
+    "get_ipython().run_line_magic('workflow', ": f"await {_MAGICS}.workflow_line_async(",
+}
 
 # Background runs of this kernel, by run id (newest last), so their handles can be found.
 background_runs: dict[str, RunHandle] = {}
 
 
 def await_workflow_cells(lines: list[str]) -> list[str]:
-    """IPython post-input transformer: ``%%workflow`` cells become awaited coroutines."""
-    if lines and lines[0].startswith(_MAGIC_CALL):
-        lines = [_ASYNC_CALL + lines[0][len(_MAGIC_CALL):], *lines[1:]]
-    return lines
+    """IPython post-input transformer: ``%%workflow`` cells and top-level ``%workflow``
+    lines become awaited coroutines."""
+    out = []
+    for line in lines:
+        for call, awaited in _AWAITED.items():
+            if line.startswith(call):
+                line = awaited + line[len(call):]
+                break
+        out.append(line)
+    return out
 
 
 class RunHandle:

@@ -7,15 +7,16 @@ from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from durable_nb.engine.activity import Activity
-from durable_nb.engine.identity import open_run
+from durable_nb.engine.identity import find_run, open_run
 from durable_nb.engine.retry import RetryPolicy
 from durable_nb.engine.run import RunContext, current_run
 from durable_nb.errors import RunNotFound
 from durable_nb.kernel.cells import RunHandle, background_runs, run_on_worker, start_worker
+from durable_nb.server.client import default_client
 
 
 def _top_level_functions(tree: ast.Module, source: str) -> dict[str, str]:
@@ -87,6 +88,7 @@ class DurableMagics(Magics):
         exec(compile(tree, filename, "exec"), ns)  # noqa: S102 - the user's own cell
         for name, source in functions.items():
             ns[name] = Activity(ns[name], policy, name=name, source=source)
+            ns[name].defined_by = f"%%activity {line}".rstrip() + "\n" + cell
 
     @magic_arguments()
     @argument("name", metavar="NAME",
@@ -159,3 +161,52 @@ class DurableMagics(Magics):
         for notice in ctx.notices:
             print(notice)
         return opts, ctx, body
+
+    @line_magic("workflow")
+    def workflow_line(self, line: str) -> Any:
+        """``%workflow resume RUN_ID``: continue a run from the journal's record of its cell.
+
+        For when the notebook's cells were not re-run (after a kernel restart, or from the
+        sidebar's Resume): activities the kernel lacks are defined again from their recorded
+        ``%%activity`` cells, then the recorded workflow cell runs as ``--id RUN_ID``.
+        """
+        __tracebackhide__ = True
+        return self.workflow(*self._resume_cell(line))
+
+    async def workflow_line_async(self, line: str) -> Any:
+        __tracebackhide__ = True
+        return await self.workflow_async(*self._resume_cell(line))
+
+    def _resume_cell(self, line: str) -> tuple[str, str]:
+        """The ``%%workflow`` line and cell that resume the run named in ``resume RUN_ID``."""
+        words = line.split()
+        if len(words) != 2 or words[0] != "resume":
+            raise UsageError("usage: %workflow resume RUN_ID  (to run a workflow cell, use "
+                             "the cell magic %%workflow NAME)")
+        run_id = words[1]
+        client = default_client()
+        try:
+            run = find_run(client, run_id)
+        except RunNotFound as exc:
+            raise UsageError(f"%workflow resume: {exc}") from None
+        recorded = client.query(
+            "SELECT meta->>'source' AS source, meta->>'key' AS key FROM events "
+            "WHERE run_id = ? AND kind IN ('run_started', 'run_status') "
+            "AND meta->>'source' IS NOT NULL ORDER BY id DESC LIMIT 1", [run_id]).to_pylist()
+        if not recorded or recorded[0]["key"] is not None:
+            raise UsageError(
+                f"%workflow resume: run {run_id} was not started by a %%workflow cell, so the "
+                "journal holds no cell to run; call its @durable_nb.workflow function again")
+        activities = client.query(
+            "SELECT name, arg_max(meta->>'cell', id) AS cell FROM events WHERE run_id = ? "
+            "AND kind = 'activity_code' GROUP BY name", [run_id]).to_pylist()
+        ns = self.shell.user_ns
+        missing: dict[str, list[str]] = {}  # recorded %%activity cell -> activities it makes
+        for a in activities:
+            if a["cell"] and not isinstance(ns.get(a["name"]), Activity):
+                missing.setdefault(a["cell"], []).append(a["name"])
+        for cell_of, names in missing.items():
+            first, _, body = cell_of.partition("\n")
+            self.activity(first.removeprefix("%%activity").strip(), body)
+            print(f"defined from the journal: {', '.join(sorted(names))}")
+        return f"{run['workflow']} --id {run_id}", str(recorded[0]["source"])

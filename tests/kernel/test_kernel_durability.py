@@ -152,3 +152,27 @@ def test_flaky_activity_retries_show_in_the_steps_view_and_type_errors_do_not_re
     assert err.ename == "ActivityFailed" and "TypeError" in err.evalue
     assert kernel.run("print(tries['typo'])").stdout.strip() == "1"
     assert durable_nb.steps("typos-1").iloc[0].attempts == 1
+
+
+def test_workflow_resume_continues_a_run_from_the_journal_in_a_fresh_kernel(
+        kernel: KernelSession, effects: Path):
+    kernel.run(activity_cell(effects, options="--retries 1")).raise_for_error()
+    kernel.submit(SWEEP.format(n=6))
+    wait_for_file_text(effects, "start 2\n")
+    kernel.kill()
+    restart(kernel)  # nothing of the notebook re-run: no activities, no cells
+    out = kernel.run("%workflow resume sweep-1").raise_for_error()
+    assert "defined from the journal: train" in out.stdout
+    assert "sweep-1 completed: 6 steps (2 replayed, 4 ran)" in out.stdout
+    assert kernel.run("print(best['item'])").stdout.strip() == "3"
+    policy = kernel.run("print(train.policy.retries)").stdout.strip()
+    assert policy == "1"  # redefined with the options of its %%activity cell
+    counts = effect_counts(effects)
+    assert [counts[f"done {i}"] for i in range(6)] == [1] * 6
+
+
+def test_workflow_resume_names_what_is_wrong(kernel: KernelSession):
+    out = kernel.run("%workflow resume")
+    assert out.ename == "UsageError" and "usage: %workflow resume RUN_ID" in out.evalue
+    out = kernel.run("%workflow resume nope-3")
+    assert out.ename == "UsageError" and "no run 'nope-3'" in out.evalue
