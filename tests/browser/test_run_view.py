@@ -26,6 +26,15 @@ SETUP = [
 ]
 
 
+def open_with_workflow(server: LabServer, page: Page, name: str, workflow_cell: str) -> None:
+    """A notebook of SETUP plus ``workflow_cell``: open it, run the setup, start the workflow."""
+    write_notebook(server.root_dir / f"{name}.ipynb", [*SETUP, workflow_cell])
+    open_notebook(page, server, f"{name}.ipynb")
+    for index in range(len(SETUP)):
+        assert run_cell(page, index)
+    start_cell(page, len(SETUP))
+
+
 def journal_status(server: LabServer, run_id: str, monkeypatch: pytest.MonkeyPatch) -> str:
     import durable_nb
     from durable_nb.server.client import reset_default_client
@@ -38,14 +47,8 @@ def journal_status(server: LabServer, run_id: str, monkeypatch: pytest.MonkeyPat
 def test_run_view_appears_and_its_progress_reaches_completion(
         lab_server: LabServer, page: Page, artifacts: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    write_notebook(lab_server.root_dir / "sweep.ipynb", [
-        *SETUP,
-        "%%workflow sweep\nresults = [train(i, 0.4) for i in range(8)]",
-    ])
-    open_notebook(page, lab_server, "sweep.ipynb")
-    for index in range(2):
-        assert run_cell(page, index)
-    start_cell(page, 2)
+    open_with_workflow(lab_server, page, "sweep",
+                       "%%workflow sweep\nresults = [train(i, 0.4) for i in range(8)]")
     view = cell_output(page, 2).locator(".dnb-run-view")
     expect(view).to_be_visible()
     expect(view.locator(".widget-hprogress")).to_be_visible()
@@ -66,14 +69,8 @@ def test_run_view_appears_and_its_progress_reaches_completion(
 def test_cancel_button_stops_a_long_foreground_run(
         lab_server: LabServer, page: Page, artifacts: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    write_notebook(lab_server.root_dir / "long.ipynb", [
-        *SETUP,
-        "%%workflow long\nresults = [train(i, 0.3) for i in range(200)]",
-    ])
-    open_notebook(page, lab_server, "long.ipynb")
-    for index in range(2):
-        assert run_cell(page, index)
-    start_cell(page, 2)
+    open_with_workflow(lab_server, page, "long",
+                       "%%workflow long\nresults = [train(i, 0.3) for i in range(200)]")
     view = cell_output(page, 2).locator(".dnb-run-view")
     expect(view.locator(".dnb-steps")).to_contain_text("completed")  # some steps are done
     page.screenshot(path=artifacts / "cancel-before.png")
