@@ -140,18 +140,30 @@ async def run_on_worker(ctx: RunContext, body: Callable[[], Any], *, background:
         return handle
     try:
         try:
-            return await asyncio.shield(finished)
+            return await _wait_awake(finished)
         except asyncio.CancelledError:  # Ctrl-C: ipykernel cancels the awaiting cell
             ctx.request_interrupt()
             if ctx.in_activity:
                 interrupt_thread(thread)
-            with contextlib.suppress(asyncio.CancelledError):  # a 2nd Ctrl-C stops waiting
-                await asyncio.shield(finished)
+            with contextlib.suppress(BaseException):  # the run's own end, or a 2nd Ctrl-C
+                await _wait_awake(finished)
             raise KeyboardInterrupt from None
     finally:
         for live in handle.displays:
             live.finish()  # the saved notebook keeps the final summary
         summary()
+
+
+async def _wait_awake(future: asyncio.Future[Any]) -> Any:
+    """Await ``future``, waking the loop every 0.1 s meanwhile.
+
+    ipykernel turns Ctrl-C into a callback it adds to the loop without waking it, so a loop
+    asleep until the run's next event would notice the interrupt only after the step in
+    flight finished.
+    """
+    while not future.done():
+        await asyncio.wait({future}, timeout=0.1)
+    return future.result()
 
 
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:

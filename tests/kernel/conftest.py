@@ -34,7 +34,11 @@ def restart(session: KernelSession) -> KernelSession:
 
 def activity_cell(effects: Path, *, options: str = "", fail_on: int | None = None,
                   sleep: float = 0.2) -> str:
-    """An %%activity cell whose ``train`` logs start/done lines to ``effects``."""
+    """An %%activity cell whose ``train`` logs start/done lines to ``effects``.
+
+    It waits in short slices of Python, as a real workload computes, so an interrupt
+    lands in it at once (inside one long C call it would land when the call returns).
+    """
     fail = f"    if i == {fail_on}:\n        raise ValueError(f'bad item {{i}}')\n" \
         if fail_on is not None else ""
     return (
@@ -43,7 +47,9 @@ def activity_cell(effects: Path, *, options: str = "", fail_on: int | None = Non
         "def train(i):\n"
         f"    with open({str(effects)!r}, 'a') as f:\n"
         "        f.write(f'start {i}\\n')\n"
-        f"    time.sleep({sleep})\n"
+        f"    deadline = time.monotonic() + {sleep}\n"
+        "    while time.monotonic() < deadline:\n"
+        "        time.sleep(0.005)\n"
         f"{fail}"
         f"    with open({str(effects)!r}, 'a') as f:\n"
         "        f.write(f'done {i}\\n')\n"

@@ -128,6 +128,8 @@ def test_kernel_interrupt_marks_the_run_interrupted_and_rerun_resumes(
     resumed = kernel.run(SWEEP.format(n=6)).raise_for_error()
     assert "sweep-1 completed: 6 steps (2 replayed, 4 ran)" in resumed.stdout
     assert durable_nb.runs(workflow="sweep").iloc[0].status == "completed"
+    counts = effect_counts(effects)
+    assert counts["start 2"] == 2 and counts["done 2"] == 1  # the interrupted step re-ran
 
 
 def test_flaky_activity_retries_show_in_the_steps_view_and_type_errors_do_not_retry(
