@@ -14,10 +14,10 @@ BIN := $(VENV)/bin
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 LAB_ARGS ?= --no-browser --notebook-dir=notebooks $(LAB_ROOT_FLAG)
 
-# Hook for the JupyterLab sidebar (TypeScript, labextension/ -> durable_nb/labextension/).
-# It does not exist yet: set LABEXTENSION_BUILD to its build command when it does.
-# `make lab` and `make test` run the `labextension` target after installing the package.
-LABEXTENSION_BUILD ?=
+# The JupyterLab sidebar (TypeScript, labextension/ -> durable_nb/labextension/):
+# `labextension-build` builds it with npm and links it into the venv; `make lab` and
+# `make test` run it (through the `labextension` target) after installing the package.
+LABEXTENSION_BUILD ?= $(MAKE) --no-print-directory labextension-build
 
 # The browser tests (tests/browser) drive Debian's Chromium with Playwright; nothing downloads
 # a browser. `make browser` installs the Debian package when it is missing (needs root).
@@ -42,6 +42,31 @@ $(STAMP_TEST): pyproject.toml | $(BIN)/python
 
 labextension: $(STAMP_LAB)
 	$(if $(strip $(LABEXTENSION_BUILD)),$(LABEXTENSION_BUILD),@:)
+
+# The sidebar, incrementally: `npm ci` when the lockfile changed, `npm run build:prod` when a
+# source changed, then the venv's labextensions dir links to the build (what `jupyter
+# labextension develop` does), so `jupyter lab` serves it. A second run does nothing.
+LABEXT_OUT := durable_nb/labextension
+LABEXT_LINK := $(VENV)/share/jupyter/labextensions/@durable-nb/labextension
+LABEXT_NODE_MODULES := labextension/node_modules/.package-lock.json
+LABEXT_SOURCES := labextension/package.json labextension/tsconfig.json labextension/install.json \
+	$(wildcard labextension/src/*.ts labextension/src/*.tsx labextension/style/*)
+
+$(LABEXT_NODE_MODULES): labextension/package-lock.json labextension/package.json
+	@command -v npm >/dev/null || { echo "npm is missing: building the JupyterLab sidebar" \
+		"(labextension/) needs Node.js >= 20 with npm" >&2; exit 1; }
+	cd labextension && npm ci --no-audit --no-fund
+	touch $@
+
+$(LABEXT_OUT)/package.json: $(LABEXT_SOURCES) $(LABEXT_NODE_MODULES) | $(STAMP_LAB)
+	cd labextension && PATH="$(abspath $(BIN)):$$PATH" npm run build:prod
+
+.PHONY: labextension-build
+labextension-build: $(LABEXT_OUT)/package.json
+	@if [ "$$(readlink $(LABEXT_LINK))" != "$(abspath $(LABEXT_OUT))" ]; then \
+		mkdir -p $(dir $(LABEXT_LINK)) && rm -rf $(LABEXT_LINK) && \
+		ln -s $(abspath $(LABEXT_OUT)) $(LABEXT_LINK) && \
+		echo "linked $(LABEXT_LINK) -> $(abspath $(LABEXT_OUT))"; fi
 
 browser:
 	@if [ -x "$(CHROMIUM)" ]; then :; \
@@ -75,9 +100,10 @@ demo: $(STAMP_LAB)
 	$(BIN)/python -m durable_nb.demo
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache test-artifacts
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache test-artifacts \
+		labextension/lib labextension/tsconfig.tsbuildinfo
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 	find notebooks -name .ipynb_checkpoints -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) labextension/node_modules durable_nb/labextension

@@ -72,6 +72,11 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the prebuilt JupyterLab sidebar lives (``jupyter labextension develop``)."""
+    return [{"src": "labextension", "dest": "@durable-nb/labextension"}]
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext durable_nb``: register ``%%activity`` and ``%%workflow``."""
     from durable_nb.kernel import load_ipython_extension as load

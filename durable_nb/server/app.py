@@ -238,10 +238,22 @@ class JournalServer:
             "SELECT * EXCLUDE (id, ts, data_pickle), to_base64(data_pickle) AS data_pickle, "
             "epoch(ts) AS ts FROM events WHERE run_id = ? AND (kind = 'activity_code' OR "
             "(kind LIKE 'step_%' AND seq < ?)) ORDER BY id", [parent_id, at]).to_pylist()
-        started = self._event("", "run_started", name=parent.workflow, meta=json.dumps({
-            **(msg.get("meta") or {}), "parent_run_id": parent_id, "fork_at": at}))
+        notebook = self.store.query(
+            "SELECT meta->>'notebook' AS notebook FROM events WHERE run_id = ? "
+            "AND kind = 'run_started'", [parent_id]).to_pylist()
+        meta = {"notebook": notebook[0]["notebook"] if notebook else None,
+                **(msg.get("meta") or {}), "parent_run_id": parent_id, "fork_at": at}
+        started = self._event("", "run_started", name=parent.workflow, meta=json.dumps(meta))
         started["eid"] = str(msg.get("eid") or started["eid"])
+        known = started["eid"] in self.started_eids
         run_id = self.op_create_run({"event": started})["run_id"]
+        if not meta.get("pid") and not known:
+            # Nobody executes a fork made from the sidebar or the API until it is resumed:
+            # it is unfinished, not running.
+            self._stage([self._event(run_id, "run_status", status="interrupted",
+                                     name=parent.workflow,
+                                     error=f"forked from {parent_id} at step {at}; resume it "
+                                           "to run the rest")])
         copies = []
         for row in rows:
             row["eid"] = f"{run_id}/{row['eid']}"  # a resent fork copies once

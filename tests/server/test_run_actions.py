@@ -72,6 +72,17 @@ def test_fork_copies_the_steps_before_n_into_a_new_run(harness, client):
         client.call("fork_run", run_id=run_id, at=-1)
 
 
+def test_a_fork_nobody_executes_is_unfinished_and_keeps_the_parents_notebook(harness, client):
+    run_id = client.call("create_run", event={
+        **harness.event(), "kind": "run_started", "run_id": "", "name": "nb",
+        "meta": json.dumps({"pid": os.getpid(), "notebook": "work/sweep.ipynb"})})["run_id"]
+    new = client.call("fork_run", run_id=run_id, at=0)["run_id"]  # no pid: the sidebar
+    row = client.query("SELECT status, notebook, error FROM runs WHERE run_id = ?",
+                       [new]).to_pylist()[0]
+    assert row["status"] == "interrupted" and row["notebook"] == "work/sweep.ipynb"
+    assert f"forked from {run_id} at step 0" in row["error"]
+
+
 def test_delete_removes_every_event_but_refuses_a_run_with_a_live_process(harness, client):
     live = make_run(client, harness)  # owned by this (live) test process
     with pytest.raises(RunBusy, match="cancel it first"):

@@ -1,0 +1,53 @@
+/**
+ * @durable-nb/labextension: the "Durable runs" sidebar of durable_nb.
+ *
+ * It reads the journal through the REST API of the durable_nb Jupyter server extension
+ * (docs/rest-api.md), so it works after a browser reload or a kernel death.
+ */
+
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette } from '@jupyterlab/apputils';
+import { IDocumentManager } from '@jupyterlab/docmanager';
+
+import { RunActions } from './actions';
+import { DurableApi } from './api';
+import { durableIcon } from './icon';
+import { RunsModel } from './model';
+import { RunsPanel } from './panel';
+
+export const PANEL_ID = 'durable-nb-runs';
+export const OPEN_COMMAND = 'durable-nb:open-runs';
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: '@durable-nb/labextension:sidebar',
+  description: 'The "Durable runs" sidebar: runs, their steps, and actions on them.',
+  autoStart: true,
+  requires: [IDocumentManager],
+  optional: [ILayoutRestorer, ICommandPalette],
+  activate: (
+    app: JupyterFrontEnd,
+    docManager: IDocumentManager,
+    restorer: ILayoutRestorer | null,
+    palette: ICommandPalette | null
+  ) => {
+    const model = new RunsModel(new DurableApi(app.serviceManager.serverSettings));
+    const panel = new RunsPanel(model, new RunActions(model, app, docManager));
+    panel.id = PANEL_ID;
+    panel.title.icon = durableIcon;
+    panel.title.caption = 'Durable runs';
+    app.shell.add(panel, 'left', { rank: 650 });
+    if (restorer) {
+      restorer.add(panel, PANEL_ID);
+    }
+    app.commands.addCommand(OPEN_COMMAND, {
+      label: 'Show Durable Runs',
+      caption: 'Open the Durable runs sidebar',
+      execute: () => app.shell.activateById(PANEL_ID)
+    });
+    if (palette) {
+      palette.addItem({ command: OPEN_COMMAND, category: 'Durable runs' });
+    }
+  }
+};
+
+export default plugin;
