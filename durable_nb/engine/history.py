@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from durable_nb.journal.codec import decode
 from durable_nb.server.client import JournalClient
-
-
-def event(run_id: str, kind: str, **fields: Any) -> dict[str, Any]:
-    """A new journal event; ``meta`` may be given as a dict."""
-    meta = fields.pop("meta", None)
-    return {"eid": uuid.uuid4().hex, "ts": time.time(), "run_id": run_id, "kind": kind,
-            "meta": json.dumps(meta) if isinstance(meta, dict) else meta, **fields}
 
 
 @dataclass

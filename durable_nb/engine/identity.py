@@ -6,10 +6,11 @@ import re
 import uuid
 from typing import Any
 
-from durable_nb.engine.history import event, fold_steps, load_step_events, process_meta
+from durable_nb.engine.history import fold_steps, load_step_events, process_meta
 from durable_nb.engine.run import RunContext
 from durable_nb.errors import RunNotFound
 from durable_nb.journal.codec import code_hash
+from durable_nb.journal.schema import event
 from durable_nb.server.client import JournalClient, default_client
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,99}")

@@ -8,6 +8,7 @@ result the workflow saw never runs again; only steps in flight at a crash do.
 from __future__ import annotations
 
 import base64
+import contextlib
 import contextvars
 import threading
 import time
@@ -18,14 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from durable_nb.engine.history import StepRecord, event, fold_steps, steps_before
+from durable_nb.engine.history import StepRecord, fold_steps, steps_before
 from durable_nb.errors import (
     ActivityFailed,
     NondeterminismError,
     PayloadError,
     RunCancelled,
+    RunFinished,
 )
 from durable_nb.journal.codec import call_hash, encode
+from durable_nb.journal.schema import event
 from durable_nb.server.client import JournalClient
 
 if TYPE_CHECKING:
@@ -301,8 +304,8 @@ class RunContext:
         """
         if self.status != "running":
             return
-        self.client.append([event(self.run_id, "run_status", status="cancelled",
-                                  name=self.workflow, error="cancelled by the user")])
+        with contextlib.suppress(RunFinished):  # it ended meanwhile: nothing to cancel
+            self.client.call("cancel_run", run_id=self.run_id)
         self.client.cancelled.add(self.run_id)
         self._wake.set()
         self._emit({"kind": "run_status", "status": "cancelling", "ts": time.time()})

@@ -8,6 +8,11 @@ the events, so they never disagree with the record and need no updates in place.
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
+from typing import Any
+
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
@@ -163,3 +168,10 @@ def check_event(event: object) -> None:
             json.loads(event["meta"])
         except ValueError:
             raise ValueError(f"event {eid}: 'meta' is not valid JSON") from None
+
+
+def event(run_id: str, kind: str, **fields: Any) -> dict[str, Any]:
+    """A new journal event with a fresh idempotency id; ``meta`` may be given as a dict."""
+    meta = fields.pop("meta", None)
+    return {"eid": uuid.uuid4().hex, "ts": time.time(), "run_id": run_id, "kind": kind,
+            "meta": json.dumps(meta) if isinstance(meta, dict) else meta, **fields}

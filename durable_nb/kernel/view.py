@@ -157,7 +157,6 @@ def show(run_id: str) -> RunView:
     """Display the view of any run in the journal; a run still going is followed live."""
     from IPython.display import display
 
-    from durable_nb.engine.history import event
     from durable_nb.kernel.cells import background_runs
     from durable_nb.server.client import default_client
 
@@ -169,8 +168,7 @@ def show(run_id: str) -> RunView:
         view = RunView(progress, ctx=handle.ctx, loop=loop)
     else:
         def cancel() -> None:
-            client.append([event(run_id, "run_status", status="cancelled",
-                                 name=progress.workflow, error="cancelled by the user")])
+            client.call("cancel_run", run_id=run_id)
 
         view = RunView(progress, loop=loop, cancel=cancel)
         if progress.status in ("running", "cancelling"):

@@ -22,7 +22,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from durable_nb.journal.home import (
     ipc_endpoint,
     journal_home,
 )
-from durable_nb.journal.schema import EVENT_COLUMNS, check_event
+from durable_nb.journal.schema import EVENT_COLUMNS, check_event, event
 from durable_nb.journal.segment import Segment
 from durable_nb.journal.store import JournalStore
 from durable_nb.server import protocol
@@ -118,36 +117,32 @@ class JournalServer:
         if m:
             self.run_counters[workflow] = max(self.run_counters.get(workflow, 0), int(m[1]))
 
-    def _apply(self, event: dict[str, Any]) -> None:
-        kind, run_id = event["kind"], event["run_id"]
-        meta = json.loads(event["meta"]) if event.get("meta") else {}
+    def _apply(self, ev: dict[str, Any]) -> None:
+        kind, run_id = ev["kind"], ev["run_id"]
+        meta = json.loads(ev["meta"]) if ev.get("meta") else {}
         if kind == "run_started":
-            self.runs[run_id] = RunState(event["name"], "running", meta.get("pid"))
-            self.started_eids[event["eid"]] = run_id
-            self._count_run_id(event["name"], run_id)
+            self.runs[run_id] = RunState(ev["name"], "running", meta.get("pid"))
+            self.started_eids[ev["eid"]] = run_id
+            self._count_run_id(ev["name"], run_id)
         elif kind == "run_status" and run_id in self.runs:
             state = self.runs[run_id]
-            state.status = event["status"]
-            if event["status"] == "running":
+            state.status = ev["status"]
+            if ev["status"] == "running":
                 state.owner_pid = meta.get("pid")
 
     def _stage(self, events: list[dict[str, Any]]) -> list[int]:
         ids = []
-        for event in events:
+        for ev in events:
             for column in EVENT_COLUMNS:
-                event.setdefault(column, None)
-            event["id"] = self.next_id
+                ev.setdefault(column, None)
+            ev["id"] = self.next_id
             ids.append(self.next_id)
             self.next_id += 1
-            self._apply(event)
+            self._apply(ev)
         if not self.staged:
             self.staged_since = time.monotonic()
         self.staged.append(events)
         return ids
-
-    def _event(self, run_id: str, kind: str, **fields: Any) -> dict[str, Any]:
-        return {"eid": uuid.uuid4().hex, "ts": time.time(), "run_id": run_id, "kind": kind,
-                **fields}
 
     # -- operations ----------------------------------------------------------------------
     def op_ping(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -174,21 +169,21 @@ class JournalServer:
 
     def op_create_run(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Allocate ``<workflow>-<n>`` and record the run's start, atomically across clients."""
-        event = msg["event"]
-        check_event(event)
-        if event["kind"] != "run_started":
+        started = msg["event"]
+        check_event(started)
+        if started["kind"] != "run_started":
             raise ValueError("create_run takes a run_started event")
-        if event["eid"] in self.started_eids:  # a resend after a lost acknowledgement
-            return {"run_id": self.started_eids[event["eid"]]}
-        workflow = event["name"]
-        run_id = event.get("run_id")
+        if started["eid"] in self.started_eids:  # a resend after a lost acknowledgement
+            return {"run_id": self.started_eids[started["eid"]]}
+        workflow = started["name"]
+        run_id = started.get("run_id")
         if not run_id or run_id in self.runs:
             n = self.run_counters.get(workflow, 0) + 1
             while f"{workflow}-{n}" in self.runs:
                 n += 1
             run_id = f"{workflow}-{n}"
-        event["run_id"] = run_id
-        self._stage([event])
+        started["run_id"] = run_id
+        self._stage([started])
         return {"run_id": run_id}
 
     def _run(self, run_id: Any) -> RunState:
@@ -209,7 +204,7 @@ class JournalServer:
         previous = state.status
         if previous in ("completed", "cancelled"):
             raise RunFinished(f"run {run_id} is already {previous}; there is nothing to cancel")
-        self._stage([self._event(run_id, "run_status", status="cancelled", name=state.workflow,
+        self._stage([event(run_id, "run_status", status="cancelled", name=state.workflow,
                                  error=str(msg.get("reason") or "cancelled by the user"))])
         return {"run_id": run_id, "status": "cancelled", "previous_status": previous}
 
@@ -222,7 +217,7 @@ class JournalServer:
         if state.status in ("completed", "cancelled"):
             raise RunFinished(f"run {run_id} is {state.status}; it takes no more signals")
         value = json.dumps(msg.get("value"))
-        self._stage([self._event(run_id, "signal", name=name, data_json=value,
+        self._stage([event(run_id, "signal", name=name, data_json=value,
                                  preview=value[:200])])
         return {"run_id": run_id, "name": name}
 
@@ -243,14 +238,14 @@ class JournalServer:
             "AND kind = 'run_started'", [parent_id]).to_pylist()
         meta = {"notebook": notebook[0]["notebook"] if notebook else None,
                 **(msg.get("meta") or {}), "parent_run_id": parent_id, "fork_at": at}
-        started = self._event("", "run_started", name=parent.workflow, meta=json.dumps(meta))
+        started = event("", "run_started", name=parent.workflow, meta=json.dumps(meta))
         started["eid"] = str(msg.get("eid") or started["eid"])
         known = started["eid"] in self.started_eids
         run_id = self.op_create_run({"event": started})["run_id"]
         if not meta.get("pid") and not known:
             # Nobody executes a fork made from the sidebar or the API until it is resumed:
             # it is unfinished, not running.
-            self._stage([self._event(run_id, "run_status", status="interrupted",
+            self._stage([event(run_id, "run_status", status="interrupted",
                                      name=parent.workflow,
                                      error=f"forked from {parent_id} at step {at}; resume it "
                                            "to run the rest")])
@@ -290,7 +285,7 @@ class JournalServer:
                 "run with --new."
             )
         previous = state.status
-        self._stage([self._event(run_id, "run_status", status="running", name=state.workflow,
+        self._stage([event(run_id, "run_status", status="running", name=state.workflow,
                                  meta=json.dumps({**(msg.get("meta") or {}), "pid": pid}),
                                  eid=msg["eid"])])
         return {"previous_status": previous}
@@ -389,7 +384,7 @@ class JournalServer:
         self._prune_clients()
         for run_id, state in self.runs.items():
             if state.status == "running" and state.owner_pid and not pid_alive(state.owner_pid):
-                self._stage([self._event(
+                self._stage([event(
                     run_id, "run_status", status="interrupted", name=state.workflow,
                     error=f"the process executing the run (pid {state.owner_pid}) exited",
                 )])

@@ -39,7 +39,7 @@ def test_cancelled_run_stops_at_the_next_step_and_stays_cancelled(journal_home: 
     @durable_nb.activity
     def step(i: int) -> int:
         if i == 2:  # someone cancels from the sidebar or CLI while step 2 runs
-            from durable_nb.engine.history import event
+            from durable_nb.journal.schema import event
 
             canceller.append([event(durable_nb.current_step().run_id, "run_status",
                                     status="cancelled", name="cancel-me")])
