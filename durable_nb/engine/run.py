@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from durable_nb.engine.history import StepRecord, fold_steps, steps_before
+from durable_nb.engine.history import StepRecord, steps_before
 from durable_nb.errors import (
     ActivityFailed,
     NondeterminismError,
@@ -104,7 +104,6 @@ class RunContext:
         # replay: a completed run; the first call that differs forks a new run.
         self.mode = mode
         self.steps = steps
-        self.rows = rows
         self.source = source
         self.key = key
         self.status = "running"
@@ -189,10 +188,10 @@ class RunContext:
         from durable_nb.engine.identity import fork_run
 
         parent = self.run_id
-        kept = [r for r in self.rows if r["seq"] is None or r["seq"] < seq]
         run_id = fork_run(self.client, parent, seq, self.source, self.key)
-        self.run_id, self.mode, self.rows = run_id, "resume", kept
-        self.steps = fold_steps(kept)
+        # The journal server copied the steps before ``seq`` (and the activity sources).
+        self.run_id, self.mode = run_id, "resume"
+        self.steps = {n: rec for n, rec in self.steps.items() if n < seq}
         self.forked_from = parent
         self._notice(f"step {seq} differs from run {parent}: continuing as {run_id}, "
                      f"{steps_before(seq)} reused")
