@@ -25,9 +25,10 @@ def check_workflow_name(name: str) -> str:
     return name
 
 
-def find_run(client: JournalClient, run_id: str) -> dict[str, Any]:
-    rows = client.query("SELECT run_id, workflow, status FROM runs WHERE run_id = ?",
-                        [run_id]).to_pylist()
+def find_run(client: JournalClient, run_id: str,
+             columns: str = "run_id, workflow, status") -> dict[str, Any]:
+    """The ``runs`` row of ``run_id`` (the given columns); RunNotFound names the way on."""
+    rows = client.query(f"SELECT {columns} FROM runs WHERE run_id = ?", [run_id]).to_pylist()
     if not rows:
         raise RunNotFound(
             f"no run {run_id!r} in the journal {client.home}. List the runs with "

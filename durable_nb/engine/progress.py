@@ -136,19 +136,17 @@ class RunProgress:
         """The state of any run in the journal, as a view of it would have folded it."""
         from durable_nb.engine.identity import find_run
 
-        run = find_run(client, run_id)
-        times = client.query(
-            "SELECT epoch(started_at) AS started, epoch(ended_at) AS ended, error "
-            "FROM runs WHERE run_id = ?", [run_id]).to_pylist()[0]
-        progress = cls(run_id=run_id, workflow=run["workflow"], started=times["started"])
+        run = find_run(client, run_id, "workflow, status, epoch(started_at) AS started, "
+                                       "epoch(ended_at) AS ended, error")
+        progress = cls(run_id=run_id, workflow=run["workflow"], started=run["started"])
         rows = client.query(
             "SELECT id, kind, seq, attempt, name, status, preview, error, traceback, meta, "
             "epoch(ts) AS ts FROM events WHERE run_id = ? AND kind LIKE 'step_%' ORDER BY id",
             [run_id]).to_pylist()
         for row in rows:
             progress.apply(journal_event(row))
-        progress.apply({"kind": "run_status", "status": run["status"], "error": times["error"],
-                        "ts": times["ended"]})
+        progress.apply({"kind": "run_status", "status": run["status"], "error": run["error"],
+                        "ts": run["ended"]})
         if run["status"] == "running":
             progress.ended = None
         progress.last_event_id = max((r["id"] for r in rows), default=0)
