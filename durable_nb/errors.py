@@ -18,6 +18,11 @@ class JournalCorrupted(JournalUnavailable):
 class RunNotFound(DurableError, KeyError):
     """No run with the given id exists in the journal."""
 
+    @classmethod
+    def in_journal(cls, run_id: object, home: object) -> RunNotFound:
+        return cls(f"no run {run_id!r} in the journal {home}. List the runs with "
+                   "durable_nb.runs() or `durable-nb runs`.")
+
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
 

@@ -30,10 +30,7 @@ def find_run(client: JournalClient, run_id: str,
     """The ``runs`` row of ``run_id`` (the given columns); RunNotFound names the way on."""
     rows = client.query(f"SELECT {columns} FROM runs WHERE run_id = ?", [run_id]).to_pylist()
     if not rows:
-        raise RunNotFound(
-            f"no run {run_id!r} in the journal {client.home}. List the runs with "
-            "durable_nb.runs() or `durable-nb runs`."
-        )
+        raise RunNotFound.in_journal(run_id, client.home)
     return rows[0]
 
 

@@ -78,7 +78,7 @@ def run_detail(client: JournalClient, run_id: str) -> dict[str, Any]:
     run = client.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", [run_id],
                        timeout=TIMEOUT).to_pylist()
     if not run:
-        raise RunNotFound(f"no run {run_id!r} in the journal {client.home}")
+        raise RunNotFound.in_journal(run_id, client.home)
     steps = client.query("""
         SELECT s.*, f.traceback
         FROM steps s LEFT JOIN (
@@ -101,7 +101,7 @@ def run_events(client: JournalClient, run_id: str, since: int, limit: int) -> di
     if not events and not client.query(
             "SELECT 1 FROM events WHERE run_id = ? AND kind = 'run_started' LIMIT 1",
             [run_id], timeout=TIMEOUT).num_rows:
-        raise RunNotFound(f"no run {run_id!r} in the journal {client.home}")
+        raise RunNotFound.in_journal(run_id, client.home)
     return {"events": events, "last_id": events[-1]["id"] if events else since}
 
 

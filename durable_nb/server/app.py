@@ -189,7 +189,7 @@ class JournalServer:
     def _run(self, run_id: Any) -> RunState:
         state = self.runs.get(run_id) if isinstance(run_id, str) else None
         if state is None:
-            raise RunNotFound(f"no run {run_id!r} in the journal {self.home}")
+            raise RunNotFound.in_journal(run_id, self.home)
         return state
 
     def _owner_alive(self, state: RunState) -> bool:
