@@ -42,5 +42,5 @@ def shutdown_server() -> None:
     from durable_nb.server.client import reset_default_client
 
     client = default_client()
-    client.call("shutdown")
+    client.shutdown()
     reset_default_client()

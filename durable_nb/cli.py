@@ -67,7 +67,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         if not running:
             print(f"no journal server running for {home}")
             return 0
-        status = JournalClient(home).call("status")
+        status = JournalClient(home).status()
         for key in ("pid", "home", "db", "clients", "active_runs", "runs", "pending",
                     "idle_timeout"):
             print(f"{key:>12}: {status[key]}")
@@ -79,7 +79,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     assert info is not None
     pid = int(info["pid"])
     client = JournalClient(home)
-    client.call("shutdown")
+    client.shutdown()
     client.close()
     wait_until(lambda: not pid_alive(pid), 10, interval=0.05)
     print(f"stopped the journal server (pid {pid}) of {home}")

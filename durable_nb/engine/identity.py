@@ -55,8 +55,7 @@ def run_meta(source: str | None, key: str | None) -> dict[str, Any]:
 def create_run(client: JournalClient, workflow: str, source: str | None,
                key: str | None) -> str:
     meta = run_meta(source, key)
-    reply = client.call("create_run", event=event("", "run_started", name=workflow, meta=meta))
-    return str(reply["run_id"])
+    return client.create_run(event("", "run_started", name=workflow, meta=meta))
 
 
 def fork_run(client: JournalClient, parent_run_id: str, at: int, source: str | None,
@@ -65,8 +64,7 @@ def fork_run(client: JournalClient, parent_run_id: str, at: int, source: str | N
     returns its id. Whoever executes it runs the rest with the current code."""
     if isinstance(at, bool) or not isinstance(at, int) or at < 0:
         raise ValueError(f"fork_at must be a step number >= 0, got {at!r}")
-    reply = client.call("fork_run", run_id=parent_run_id, at=at, eid=uuid.uuid4().hex,
-                        meta=run_meta(source, key))
+    reply = client.fork_run(parent_run_id, at, uuid.uuid4().hex, run_meta(source, key))
     return str(reply["run_id"])
 
 
@@ -125,8 +123,8 @@ def open_run(workflow: str, *, source: str | None = None, new: bool = False,
     if base["status"] == "completed":
         return RunContext(client, base["run_id"], workflow, "replay", fold_steps(rows), rows,
                           source=source, key=key)
-    client.call("claim_run", run_id=base["run_id"], pid=process_meta()["pid"],
-                eid=uuid.uuid4().hex, meta={"source": source})
+    client.claim_run(base["run_id"], process_meta()["pid"], uuid.uuid4().hex,
+                     {"source": source})
     ctx = RunContext(client, base["run_id"], workflow, "resume", fold_steps(rows), rows,
                      source=source, key=key)
     ctx.resumed_from_status = base["status"]

@@ -304,7 +304,7 @@ class RunContext:
         if self.status != "running":
             return
         with contextlib.suppress(RunFinished):  # it ended meanwhile: nothing to cancel
-            self.client.call("cancel_run", run_id=self.run_id)
+            self.client.cancel_run(self.run_id)
         self.client.cancelled.add(self.run_id)
         self._wake.set()
         self._emit({"kind": "run_status", "status": "cancelling", "ts": time.time()})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal, TypedDict, get_args
 
 import pyarrow as pa
 
@@ -119,11 +119,34 @@ SELECT a.run_id,
 FROM agg a LEFT JOIN runs r USING (run_id);
 """
 
-EVENT_KINDS = frozenset({
-    "run_started", "run_status", "step_started", "step_completed", "step_failed",
-    "activity_code", "signal",
-})
-RUN_STATUSES = frozenset({"running", "completed", "failed", "interrupted", "cancelled"})
+EventKind = Literal["run_started", "run_status", "step_started", "step_completed",
+                    "step_failed", "activity_code", "signal"]
+RunStatus = Literal["running", "completed", "failed", "interrupted", "cancelled"]
+EVENT_KINDS: frozenset[str] = frozenset(get_args(EventKind))
+RUN_STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
+
+
+class Event(TypedDict, total=False):
+    """One journal event as it crosses the wire (columns of ``events``; all optional but
+    ``eid``, ``ts``, ``run_id`` and ``kind``, which ``check_event`` insists on)."""
+
+    id: int
+    eid: str
+    ts: float
+    run_id: str
+    kind: EventKind
+    seq: int | None
+    attempt: int | None
+    name: str | None
+    status: RunStatus | None
+    args_hash: str | None
+    code_hash: str | None
+    data_json: str | None
+    data_pickle: str | None  # base64 on the wire; bytes in DuckDB
+    preview: str | None
+    error: str | None
+    traceback: str | None
+    meta: str | None  # JSON text
 _INT_COLUMNS = ("id", "seq", "attempt")
 _TEXT_COLUMNS = ("run_id", "name", "status", "args_hash", "code_hash", "data_json",
                  "data_pickle", "preview", "error", "traceback", "meta")
@@ -170,8 +193,11 @@ def check_event(event: object) -> None:
             raise ValueError(f"event {eid}: 'meta' is not valid JSON") from None
 
 
-def event(run_id: str, kind: str, **fields: Any) -> dict[str, Any]:
+def event(run_id: str, kind: EventKind, **fields: Any) -> Event:
     """A new journal event with a fresh idempotency id; ``meta`` may be given as a dict."""
     meta = fields.pop("meta", None)
-    return {"eid": uuid.uuid4().hex, "ts": time.time(), "run_id": run_id, "kind": kind,
-            "meta": json.dumps(meta) if isinstance(meta, dict) else meta, **fields}
+    ev: dict[str, Any] = {"eid": uuid.uuid4().hex, "ts": time.time(), "run_id": run_id,
+                          "kind": kind,
+                          "meta": json.dumps(meta) if isinstance(meta, dict) else meta,
+                          **fields}
+    return ev  # type: ignore[return-value]

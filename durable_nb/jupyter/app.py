@@ -77,7 +77,7 @@ class DurableNbApp(ExtensionApp):
     async def ping_journal(self) -> None:
         """Connect to (or restart) the journal server; log only when reachability changes."""
         try:
-            pid = await self.run_blocking(lambda c: c.call("ping", timeout=30.0)["pid"])
+            pid = await self.run_blocking(lambda c: c.ping()["pid"])
         except DurableError as exc:
             if self._journal_ok is not False:
                 self.log.warning("durable_nb | journal server unavailable: %s", exc)

@@ -132,8 +132,7 @@ class RunHandler(JournalHandler):
 
     @web.authenticated
     async def delete(self, run_id: str) -> None:
-        await self.journal(lambda c: c.call("delete_run", run_id=run_id,
-                                            timeout=queries.TIMEOUT))
+        await self.journal(lambda c: c.delete_run(run_id, timeout=queries.TIMEOUT))
         self.set_status(204)
         self.finish()
 
@@ -153,8 +152,8 @@ class CancelRunHandler(JournalHandler):
         reason = self.json_body(required=False).get("reason")
         if reason is not None and not isinstance(reason, str):
             raise _bad_request(f"'reason' must be a string, got {_json_type(reason)}")
-        self.write_json(await self.journal(lambda c: _answer(c.call(
-            "cancel_run", run_id=run_id, reason=reason, timeout=queries.TIMEOUT),
+        self.write_json(await self.journal(lambda c: _answer(c.cancel_run(
+            run_id, reason, timeout=queries.TIMEOUT),
             "run_id", "status", "previous_status")))
 
 
@@ -167,8 +166,8 @@ class SignalRunHandler(JournalHandler):
             raise _bad_request("'name' must be a non-empty string of at most 200 characters"
                                f", got {_json_type(name)}")
         value = body.get("value")
-        self.write_json(await self.journal(lambda c: _answer(c.call(
-            "signal", run_id=run_id, name=name, value=value, timeout=queries.TIMEOUT),
+        self.write_json(await self.journal(lambda c: _answer(c.signal(
+            run_id, name, value, timeout=queries.TIMEOUT),
             "run_id", "name")))
 
 
@@ -181,8 +180,8 @@ class ForkRunHandler(JournalHandler):
                                f"{json.dumps(at)}")
         # A fresh eid per request: the server makes a resent request one fork.
         eid = uuid.uuid4().hex
-        reply = await self.journal(lambda c: _answer(c.call(
-            "fork_run", run_id=run_id, at=at, eid=eid, timeout=queries.TIMEOUT),
+        reply = await self.journal(lambda c: _answer(c.fork_run(
+            run_id, at, eid, timeout=queries.TIMEOUT),
             "run_id", "parent_run_id", "at", "steps_copied"))
         self.set_header("Location", url_path_join(
             self.base_url, "durable-nb/api/runs", quote(reply["run_id"], safe="")))

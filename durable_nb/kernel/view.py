@@ -168,7 +168,7 @@ def show(run_id: str) -> RunView:
         view = RunView(progress, ctx=handle.ctx, loop=loop)
     else:
         def cancel() -> None:
-            client.call("cancel_run", run_id=run_id)
+            client.cancel_run(run_id)
 
         view = RunView(progress, loop=loop, cancel=cancel)
         if progress.status in ("running", "cancelling"):

@@ -24,6 +24,7 @@ import zmq
 
 from durable_nb import errors
 from durable_nb.journal.home import journal_home
+from durable_nb.journal.schema import Event
 from durable_nb.server import protocol
 from durable_nb.server.discovery import (
     LOG_FILE,
@@ -183,7 +184,47 @@ class JournalClient:
         reply, _ = self.wait(self.send(op, **fields), timeout)
         return reply
 
-    def append(self, events: list[dict[str, Any]], *, wait: bool = True) -> int:
+    # -- typed operations (the server's op_* of the same name) ------------------------------
+    def ping(self, timeout: float | None = 30.0) -> dict[str, Any]:
+        return self.call("ping", timeout=timeout)
+
+    def status(self) -> dict[str, Any]:
+        return self.call("status")
+
+    def shutdown(self) -> dict[str, Any]:
+        return self.call("shutdown")
+
+    def create_run(self, started: Event) -> str:
+        """Record a ``run_started`` event; the server allocates ``<workflow>-<n>``."""
+        return str(self.call("create_run", event=started)["run_id"])
+
+    def claim_run(self, run_id: str, pid: int, eid: str,
+                  meta: dict[str, Any] | None = None, force: bool = False) -> dict[str, Any]:
+        """Mark ``run_id`` as executed by ``pid`` (RunBusy if another live process does)."""
+        return self.call("claim_run", run_id=run_id, pid=pid, eid=eid, meta=meta, force=force)
+
+    def cancel_run(self, run_id: str, reason: str | None = None,
+                   timeout: float | None = 120.0) -> dict[str, Any]:
+        """Mark a run cancelled; returns ``run_id``, ``status`` and ``previous_status``."""
+        return self.call("cancel_run", timeout, run_id=run_id, reason=reason)
+
+    def signal(self, run_id: str, name: str, value: Any = None,
+               timeout: float | None = 120.0) -> dict[str, Any]:
+        """Record a signal (a name and a JSON value) for a run that is not over."""
+        return self.call("signal", timeout, run_id=run_id, name=name, value=value)
+
+    def fork_run(self, run_id: str, at: int, eid: str | None = None,
+                 meta: dict[str, Any] | None = None,
+                 timeout: float | None = 120.0) -> dict[str, Any]:
+        """A new run holding the steps of ``run_id`` before ``at``; returns its ``run_id``,
+        ``parent_run_id``, ``at`` and ``steps_copied``. The same ``eid`` forks once."""
+        return self.call("fork_run", timeout, run_id=run_id, at=at, eid=eid, meta=meta)
+
+    def delete_run(self, run_id: str, timeout: float | None = 120.0) -> dict[str, Any]:
+        """Remove a run and its events (RunBusy while a live process executes it)."""
+        return self.call("delete_run", timeout, run_id=run_id)
+
+    def append(self, events: list[Event], *, wait: bool = True) -> int:
         """Append events; with ``wait`` return only once they are durable."""
         rid = self.send("append", noreply=not wait, events=events)
         if wait:
