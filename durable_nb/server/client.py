@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import logging
 import os
+import select
 import threading
 import time
 import uuid
@@ -47,7 +48,11 @@ class JournalClient:
 
     def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
         self.home: Path = journal_home(home)
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # guards the socket and the request state below
+        self._replied = threading.Condition(self._lock)  # a reply was filed in _answers
+        self._receiving = False  # a waiting thread is reading the socket
+        self._answers: dict[int, tuple[dict[str, Any], list[bytes]]] = {}
+        self._wake_r, self._wake_w = _wake_pipe()
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._sock: zmq.Socket[bytes] | None = None
         self._server_pid: int | None = None
@@ -65,6 +70,8 @@ class JournalClient:
             self._sock = self._ctx = None
             self._unacked.clear()
             self._noreply.clear()
+            self._answers.clear()
+            self._wake_r, self._wake_w = _wake_pipe()  # the parent's wakes the parent
             self._owner_pid = os.getpid()
         if self._sock is None:
             self._connect()
@@ -77,13 +84,20 @@ class JournalClient:
         with file_lock(self.home / "spawn.lock"):
             if self._try_connect(read_server_info(self.home)):
                 return
-            proc = spawn_server(self.home)
             deadline = time.monotonic() + START_TIMEOUT
+            proc = spawn_server(self.home)
             while True:
                 info = read_server_info(self.home)
                 if proc.poll() is not None:
                     if proc.returncode == 0 and self._try_connect(info):
                         return  # another server won the race and serves this home
+                    if proc.returncode < 0 and time.monotonic() < deadline:
+                        # Killed by a signal while starting (not a start-up error, which
+                        # exits with a code and leaves server.error): start another.
+                        log.warning("journal server (pid %s) was killed while starting; "
+                                    "starting another", proc.pid)
+                        proc = spawn_server(self.home)
+                        continue
                     raise startup_failure(self.home, proc)
                 if info and info["pid"] == proc.pid and self._try_connect(info):
                     return
@@ -122,6 +136,15 @@ class JournalClient:
             self._sock = None
 
     # -- requests --------------------------------------------------------------------------
+    # Any number of threads share the one socket. A ZeroMQ socket must not be used by two
+    # threads at once, so every socket operation happens under ``_lock``; a thread never
+    # blocks on the socket while holding it. One waiting thread at a time is the receiver:
+    # it sleeps in select() on the socket's notification fd (and a wake-up pipe) with the
+    # lock released, then reads what arrived and files each reply under its request id in
+    # ``_answers``, where its own waiter finds it. Whoever touches the socket (a send, too)
+    # reads what is readable before letting go: ZeroMQ's fd is edge-triggered, so a reply
+    # noticed by a sender would otherwise wait unseen until the receiver's next timeout.
+
     def send(self, op: str, noreply: bool = False, **fields: Any) -> int:
         """Send a request without waiting; its reply is consumed by a later ``wait``.
 
@@ -138,41 +161,87 @@ class JournalClient:
             frame = protocol.dumps(message)
             self._unacked[rid] = frame
             sock.send(frame)
+            self._read_ready(sock)
             return rid
 
     def wait(self, rid: int, timeout: float | None = None) -> tuple[dict[str, Any], list[bytes]]:
         """Wait for the reply to request ``rid``; restarts a dead server and resends."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            deadline = None if timeout is None else time.monotonic() + timeout
             while True:
-                sock = self._ensure_connected()
-                if sock.poll(POLL_MS):
-                    frames = sock.recv_multipart()
-                    reply = protocol.loads(frames[0])
-                    got = reply.get("id")
-                    if got not in self._unacked:
-                        continue  # a duplicate answer to a resent request
-                    del self._unacked[got]
-                    self._retire_noreply_before(got)
-                    self.cancelled.update(reply.get("cancelled", ()))
-                    if got == rid:
-                        if not reply.get("ok"):
-                            raise _error_from(reply)
-                        return reply, frames[1:]
+                answer = self._answers.pop(rid, None)
+                if answer is not None:
+                    reply, extra = answer
                     if not reply.get("ok"):
-                        log.warning("journal request %s failed: %s", got, reply.get("error"))
-                    continue
-                if rid not in self._unacked:
-                    raise errors.DurableError(f"request {rid} was already answered")
-                if self._server_pid is not None and not pid_alive(self._server_pid):
-                    log.warning("journal server (pid %s) died; restarting it", self._server_pid)
-                    self._drop_socket()
-                    continue
+                        raise _error_from(reply)
+                    return reply, extra
+                if rid not in self._unacked or rid in self._noreply:
+                    raise errors.DurableError(
+                        f"request {rid} has no reply to wait for (never sent, sent without "
+                        "reply, or already taken by another wait)")
                 if deadline is not None and time.monotonic() > deadline:
                     raise errors.JournalUnavailable(
                         f"the journal server (pid {self._server_pid}) did not answer within "
                         f"{timeout:.0f} s. See {self.home / LOG_FILE}."
                     )
+                if self._receiving:  # another thread reads the socket; it files our reply
+                    self._replied.wait(POLL_MS / 1000)
+                    continue
+                self._receiving = True
+                try:
+                    self._receive_once()
+                finally:
+                    self._receiving = False
+                    self._replied.notify_all()  # a waiter takes over as the receiver
+
+    def _receive_once(self) -> None:
+        """As the receiver (lock held on entry and exit): read what arrives within one poll
+        period, waiting with the lock released; notice a dead server and reconnect."""
+        sock = self._ensure_connected()
+        if self._read_ready(sock):
+            return
+        fd = sock.getsockopt(zmq.FD)
+        self._lock.release()
+        try:
+            select.select([fd, self._wake_r], [], [], POLL_MS / 1000)
+        finally:
+            self._lock.acquire()
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 4096)
+        if self._sock is not sock:  # reconnected by a sender meanwhile: resent already
+            return
+        if self._read_ready(sock):
+            return
+        if self._server_pid is not None and not pid_alive(self._server_pid):
+            log.warning("journal server (pid %s) died; restarting it", self._server_pid)
+            self._drop_socket()
+
+    def _read_ready(self, sock: zmq.Socket[bytes]) -> bool:
+        """File every reply already readable (lock held); True if any arrived."""
+        got = False
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            got = self._file_reply(frames) or got
+        if got:
+            self._replied.notify_all()
+            if self._receiving:  # the receiver sleeps in select(): it has work now
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._wake_w, b"x")
+        return got
+
+    def _file_reply(self, frames: list[bytes]) -> bool:
+        reply = protocol.loads(frames[0])
+        got = reply.get("id")
+        if not isinstance(got, int) or got not in self._unacked:
+            return False  # a duplicate answer to a resent request
+        del self._unacked[got]
+        self._retire_noreply_before(got)
+        self.cancelled.update(reply.get("cancelled", ()))
+        self._answers[got] = (reply, frames[1:])
+        return True
 
     def _retire_noreply_before(self, rid: int) -> None:
         """An answer to ``rid`` means every earlier request is durable on the server."""
@@ -261,6 +330,17 @@ class JournalClient:
             if self._ctx is not None:
                 self._ctx.term()
                 self._ctx = None
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _wake_pipe() -> tuple[int, int]:
+    """A non-blocking pipe whose write end wakes the receiver out of select()."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    return r, w
 
 
 def _error_from(reply: dict[str, Any]) -> errors.DurableError:

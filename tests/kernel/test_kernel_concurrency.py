@@ -94,3 +94,30 @@ def test_journal_server_sigkill_mid_run_the_workflow_continues_and_loses_nothing
     assert kinds["step_completed"] == STEPS and kinds["run_status"] == 1
     steps = durable_nb.steps("sweep-1")
     assert list(steps.seq) == list(range(STEPS)) and set(steps.status) == {"completed"}
+
+
+def test_three_kernels_fanning_out_at_once_into_one_journal(journal_home: Path):
+    env = {"DURABLE_NB_HOME": str(journal_home)}
+    names = ("north", "south", "east")
+    kernels = [KernelSession(env=env).start() for _ in names]
+    items = 1500
+    try:
+        pending = []
+        for name, kernel in zip(names, kernels, strict=True):
+            kernel.run("%load_ext durable_nb").raise_for_error()
+            kernel.run("%%activity\ndef square(i):\n    return i * i\n").raise_for_error()
+            pending.append(kernel.submit(
+                f"%%workflow {name}\nimport durable_nb\n"
+                f"out = durable_nb.map(square, range({items}), max_workers=32)\n"
+                f"assert out == [i * i for i in range({items})]\n"))
+        outs = [k.wait(m) for k, m in zip(kernels, pending, strict=True)]
+    finally:
+        for kernel in kernels:
+            kernel.shutdown()
+    for out, name in zip(outs, names, strict=True):
+        out.raise_for_error()
+        assert f"{name}-1 completed: {items} steps (0 replayed, {items} ran)" in out.stdout
+        assert _events_by_kind(f"{name}-1") == {
+            "run_started": 1, "activity_code": 1, "step_started": items,
+            "step_completed": items, "run_status": 1,
+        }
