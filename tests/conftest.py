@@ -38,3 +38,34 @@ def journal_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     yield home
     reset_default_client()
     stop_server(home)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 6 MB tmpfs at a fresh directory (root can mount one), unmounted afterwards."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root and mount(8)")
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0700", "tmpfs",
+                           str(mount_point)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        for home in mount_point.iterdir():
+            stop_server(home)
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill_disk(mount_point: Path, leave: int) -> Path:
+    """Fill the file system of ``mount_point`` with one file until ``leave`` bytes are free."""
+    filler = mount_point / "filler"
+    free = os.statvfs(mount_point).f_bavail * os.statvfs(mount_point).f_frsize
+    with open(filler, "ab") as f:
+        f.write(b"\0" * max(0, free - leave))
+    return filler

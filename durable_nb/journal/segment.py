@@ -11,18 +11,25 @@ A record whose complete header fails its checksum, or whose body fails its check
 more data after it, was damaged after it was written; that raises instead of silently
 losing acknowledged events. The header's own checksum is what tells a damaged length
 (which could point past the end and pass for a torn record) from a torn one.
+
+A write that the disk cannot take whole (no space left, a quota, an I/O error) or a sync
+that fails is never reported as durable: ``append`` truncates the file back to its last
+good record and raises ``JournalUnavailable``, so the caller acknowledges nothing and the
+file stays a sequence of whole records that later appends can follow.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
 import zlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from durable_nb.errors import JournalCorrupted
+from durable_nb.errors import JournalCorrupted, JournalUnavailable
 
 _HEADER = struct.Struct("<III")
 
@@ -34,8 +41,9 @@ class Segment:
         self.path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         self.size = os.fstat(self._fd).st_size
+        self.broken: JournalUnavailable | None = None  # a failed append could not be undone
 
-    def append(self, batches: list[list[dict[str, Any]]]) -> None:
+    def append(self, batches: Sequence[Sequence[Mapping[str, Any]]]) -> None:
         """Append batches and make them durable with one fdatasync."""
         out = bytearray()
         for batch in batches:
@@ -43,9 +51,36 @@ class Segment:
             size = len(body)
             out += _HEADER.pack(size, zlib.crc32(size.to_bytes(4, "little")), zlib.crc32(body))
             out += body
-        os.write(self._fd, out)
-        os.fdatasync(self._fd)
+        if self.broken:
+            raise self.broken
+        try:
+            view = memoryview(out)
+            while view:  # os.write may take only a part (a full disk, a signal)
+                written = os.write(self._fd, view)
+                if written <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[written:]
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            raise self._undo(exc) from exc
         self.size += len(out)
+
+    def _undo(self, exc: OSError) -> JournalUnavailable:
+        """Cut a failed append off, back to the last good record; the error to raise."""
+        what = "no space left on the device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) \
+            else (exc.strerror or str(exc))
+        error = JournalUnavailable(
+            f"cannot make events durable in the journal home {self.path.parent}: {what} "
+            f"(writing {self.path.name}). Nothing of this write was acknowledged; free space "
+            "there (or move DURABLE_NB_HOME) and re-run: recorded steps replay.")
+        try:
+            os.ftruncate(self._fd, self.size)
+            os.fsync(self._fd)
+        except OSError:
+            # The torn tail stays: it reads as a torn last record as long as nothing
+            # follows it, so this file takes no more appends.
+            self.broken = error
+        return error
 
     def read(self) -> list[dict[str, Any]]:
         """All events held, in order; a torn last record is dropped and truncated away."""

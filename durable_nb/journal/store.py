@@ -1,13 +1,16 @@
 """The DuckDB store behind the journal server: open, migrate, bulk-insert, query.
 
 Only the journal server process opens the file: DuckDB refuses a second process even
-read-only while one holds it, so every other reader is a client of the server.
+read-only while one holds it, so every other reader is a client of the server. Within the
+server several threads use the store at once (the loop, the loader, the readers): each
+gets its own cursor on the one database, as DuckDB wants.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,8 +33,9 @@ class JournalStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._local = threading.local()
         try:
-            self.con = duckdb.connect(str(path))
+            self._root = duckdb.connect(str(path))
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise JournalUnavailable(
@@ -44,13 +48,23 @@ class JournalStore:
         try:
             self._exec("SELECT count(*) FROM duckdb_tables()")
         except duckdb.Error as exc:
-            self.con.close()
+            self._root.close()
             raise _corrupted(path, exc) from exc
         try:
             self._migrate()
         except BaseException:
-            self.con.close()
+            self._root.close()
             raise
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """This thread's own cursor on the database."""
+        con: duckdb.DuckDBPyConnection | None = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = self._root.cursor()
+            # No progress bar: a long query would draw one into the server's log.
+            con.execute("SET enable_progress_bar = false")
+        return con
 
     def _migrate(self) -> None:
         self._exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -89,7 +103,7 @@ class JournalStore:
     def max_id(self) -> int:
         return int(self._exec("SELECT coalesce(max(id), 0) FROM events")[0][0])
 
-    def insert(self, events: list[dict[str, Any]]) -> None:
+    def insert(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Insert events in one transaction; events already present (same eid) are skipped."""
         if not events:
             return
@@ -112,7 +126,7 @@ class JournalStore:
         self._exec("CHECKPOINT")
 
     def close(self) -> None:
-        self.con.close()
+        self._root.close()
 
 
 def _corrupted(path: Path, exc: BaseException) -> JournalCorrupted:

@@ -1,13 +1,14 @@
 """The journal server process: owns the DuckDB file, group-commits appends, answers queries.
 
-Writes arrive over one ROUTER socket. Each pass of the loop drains every message that has
-arrived, appends the batch to the write-ahead segment with a single fdatasync, then
-acknowledges: that is the moment an event is durable. Appends nobody waits for (``noreply``)
-ride along with the next sync, at most ``LINGER`` seconds later. Full segments are loaded into
-DuckDB in bulk by a background thread every ``FLUSH_INTERVAL`` seconds, and before any read,
-so queries see every acknowledged event while the loop keeps acknowledging. The server also
-notices runs whose process died (marks them interrupted) and exits after an idle time with
-no clients and no live runs.
+Requests arrive over one ROUTER socket and are handled by one loop. Each pass drains every
+message that has arrived, makes the batch of accepted events durable with one fdatasync
+(``WriteAheadLog``), then acknowledges: that is the moment an event is durable. Appends
+nobody waits for (``noreply``) ride along with the next sync, at most ``LINGER`` seconds
+later. A write the disk cannot take is acknowledged to nobody: its writers get
+``JournalUnavailable`` and the events stay staged, synced with the next write that works.
+Queries run on reader threads once DuckDB holds every event acknowledged before them, so a
+slow query never holds up an acknowledgement. The loop also notices runs whose process
+died (marks them interrupted) and exits after an idle time with no clients and no live runs.
 """
 
 from __future__ import annotations
@@ -17,27 +18,19 @@ import fcntl
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from durable_nb.errors import DurableError, RunBusy, RunFinished, RunNotFound
-from durable_nb.journal.home import (
-    DB_FILE,
-    SEGMENT_FILE,
-    SERVER_FILE,
-    ipc_endpoint,
-    journal_home,
-)
-from durable_nb.journal.schema import EVENT_COLUMNS, check_event, event
-from durable_nb.journal.segment import Segment
+from durable_nb.errors import DurableError, JournalUnavailable, RunBusy, RunFinished, RunNotFound
+from durable_nb.journal.home import DB_FILE, SERVER_FILE, ipc_endpoint, journal_home
+from durable_nb.journal.schema import EVENT_COLUMNS, Event, check_event, event
 from durable_nb.journal.store import JournalStore
 from durable_nb.server import protocol
 from durable_nb.server.discovery import (
@@ -46,21 +39,19 @@ from durable_nb.server.discovery import (
     read_server_info,
     write_server_info,
 )
+from durable_nb.server.runstate import RunState, RunTable
+from durable_nb.server.wal import WriteAheadLog
 
 log = logging.getLogger("durable_nb.server")
 
-FLUSH_INTERVAL = 0.05  # seconds an acknowledged event may wait before it is in DuckDB
 LINGER = 0.005  # seconds a no-reply append may wait for a sync to share
-FLUSH_MAX_EVENTS = 20_000
+SYNC_RETRY = 0.5  # seconds before staged events are synced again after the disk refused
 HOUSEKEEPING_INTERVAL = 1.0
 DEFAULT_IDLE_TIMEOUT = 900.0
+READERS = 3  # queries answered at once
+REPLIES_ENDPOINT = "inproc://durable_nb-replies"  # reader threads -> the loop
 
-
-@dataclass
-class RunState:
-    workflow: str
-    status: str
-    owner_pid: int | None
+Reply = dict[str, Any]
 
 
 class JournalServer:
@@ -68,77 +59,34 @@ class JournalServer:
         self.home = home
         self.idle_timeout = idle_timeout
         self.store = JournalStore(home / DB_FILE)
-        leftovers = sorted((p for p in home.glob(f"{SEGMENT_FILE}*")
-                            if _segment_number(p) is not None), key=_segment_number)
-        for path in leftovers:  # events acknowledged before a crash or a stop
-            old = Segment(path)
-            self.store.insert(old.read())
-            old.close()
-        self.store.checkpoint()
-        for path in leftovers:
-            path.unlink()
-        self.segment_number = (_segment_number(leftovers[-1]) or 0) + 1 if leftovers else 1
-        self.segment = Segment(self._segment_path())
-        self.next_id = self.store.max_id() + 1
-        self.pending: list[dict[str, Any]] = []  # durable in the segment, not yet in DuckDB
-        self.pending_since = 0.0
-        self.staged: list[list[dict[str, Any]]] = []  # accepted, not yet synced
+        try:
+            self.wal = WriteAheadLog(home, self.store)
+            self.runs = RunTable.from_store(self.store)
+        except BaseException:
+            self.store.close()
+            raise
+        self.next_id = self.wal.appended_id + 1
+        self.staged: list[list[Event]] = []  # accepted, not yet durable
         self.staged_since = 0.0
-        self.replies: list[tuple[bytes, dict[str, Any]]] = []
-        self.loader: threading.Thread | None = None
-        self.loader_error: BaseException | None = None
-        self.runs: dict[str, RunState] = {}
-        self.run_counters: dict[str, int] = {}
-        self.started_eids: dict[str, str] = {}
+        self.replies: list[tuple[bytes, Reply]] = []  # held until what was staged is durable
         self.clients: dict[str, int] = {}  # connection token -> its process id
         self.last_message = time.monotonic()
         self.started_at = time.time()
         self.stopping = False
-        self._load_state()
+        self.requester = b""  # the client whose request is being handled
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.readers = ThreadPoolExecutor(READERS, thread_name_prefix="durable_nb-reader")
+        self._reader_socks = threading.local()
 
-    # -- state ---------------------------------------------------------------------------
-    def _load_state(self) -> None:
-        rows = self.store.query("""
-            SELECT r.run_id, r.workflow, r.status, o.pid, s.eid
-            FROM runs r
-            LEFT JOIN (SELECT run_id, arg_max(json_extract(meta, '$.pid')::BIGINT, id) AS pid
-                       FROM events WHERE kind IN ('run_started', 'run_status')
-                         AND json_extract(meta, '$.pid') IS NOT NULL GROUP BY run_id) o
-              USING (run_id)
-            JOIN events s ON s.run_id = r.run_id AND s.kind = 'run_started'
-        """).to_pylist()
-        for row in rows:
-            self.runs[row["run_id"]] = RunState(row["workflow"], row["status"], row["pid"])
-            self.started_eids[row["eid"]] = row["run_id"]
-            self._count_run_id(row["workflow"], row["run_id"])
-
-    def _count_run_id(self, workflow: str, run_id: str) -> None:
-        m = re.fullmatch(re.escape(workflow) + r"-(\d+)", run_id)
-        if m:
-            self.run_counters[workflow] = max(self.run_counters.get(workflow, 0), int(m[1]))
-
-    def _apply(self, ev: dict[str, Any]) -> None:
-        kind, run_id = ev["kind"], ev["run_id"]
-        meta = json.loads(ev["meta"]) if ev.get("meta") else {}
-        if kind == "run_started":
-            self.runs[run_id] = RunState(ev["name"], "running", meta.get("pid"))
-            self.started_eids[ev["eid"]] = run_id
-            self._count_run_id(ev["name"], run_id)
-        elif kind == "run_status" and run_id in self.runs:
-            state = self.runs[run_id]
-            state.status = ev["status"]
-            if ev["status"] == "running":
-                state.owner_pid = meta.get("pid")
-
-    def _stage(self, events: list[dict[str, Any]]) -> list[int]:
+    def _stage(self, events: list[Event]) -> list[int]:
         ids = []
         for ev in events:
             for column in EVENT_COLUMNS:
-                ev.setdefault(column, None)
+                ev.setdefault(column, None)  # type: ignore[misc]
             ev["id"] = self.next_id
             ids.append(self.next_id)
             self.next_id += 1
-            self._apply(ev)
+            self.runs.apply(ev)
         if not self.staged:
             self.staged_since = time.monotonic()
         self.staged.append(events)
@@ -173,36 +121,28 @@ class JournalServer:
         check_event(started)
         if started["kind"] != "run_started":
             raise ValueError("create_run takes a run_started event")
-        if started["eid"] in self.started_eids:  # a resend after a lost acknowledgement
-            return {"run_id": self.started_eids[started["eid"]]}
-        workflow = started["name"]
-        run_id = started.get("run_id")
-        if not run_id or run_id in self.runs:
-            n = self.run_counters.get(workflow, 0) + 1
-            while f"{workflow}-{n}" in self.runs:
-                n += 1
-            run_id = f"{workflow}-{n}"
+        known = self.runs.run_started_by(started["eid"])
+        if known is not None:  # a resend after a lost acknowledgement
+            return {"run_id": known}
+        run_id = self.runs.next_run_id(str(started["name"]), started.get("run_id") or None)
         started["run_id"] = run_id
         self._stage([started])
         return {"run_id": run_id}
 
-    def _run(self, run_id: Any) -> RunState:
-        state = self.runs.get(run_id) if isinstance(run_id, str) else None
+    def _run(self, msg: dict[str, Any]) -> tuple[str, RunState]:
+        """The run a request names, and its state; RunNotFound names the way on."""
+        run_id = msg.get("run_id")
+        state = self.runs.get(run_id)
         if state is None:
             raise RunNotFound.in_journal(run_id, self.home)
-        return state
-
-    def _owner_alive(self, state: RunState) -> bool:
-        return state.status == "running" and bool(state.owner_pid) and pid_alive(
-            int(state.owner_pid or 0))
+        return str(run_id), state
 
     def op_cancel_run(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Mark a run cancelled. Its process stops it at the next step boundary (it learns
         of the cancel from its next acknowledgement); a run with no live process is over."""
-        run_id = msg.get("run_id")
-        state = self._run(run_id)
+        run_id, state = self._run(msg)
         previous = state.status
-        if previous in ("completed", "cancelled"):
+        if state.over:
             raise RunFinished(f"run {run_id} is already {previous}; there is nothing to cancel")
         self._stage([event(run_id, "run_status", status="cancelled", name=state.workflow,
                                  error=str(msg.get("reason") or "cancelled by the user"))])
@@ -210,11 +150,11 @@ class JournalServer:
 
     def op_signal(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Record a signal (a name and a JSON value) for a run that is not over."""
-        run_id, name = msg.get("run_id"), msg.get("name")
-        state = self._run(run_id)
+        name = msg.get("name")
+        run_id, state = self._run(msg)
         if not isinstance(name, str) or not name.strip() or len(name) > 200:
             raise ValueError("a signal needs a non-empty 'name' (at most 200 characters)")
-        if state.status in ("completed", "cancelled"):
+        if state.over:
             raise RunFinished(f"run {run_id} is {state.status}; it takes no more signals")
         value = json.dumps(msg.get("value"))
         self._stage([event(run_id, "signal", name=name, data_json=value,
@@ -224,11 +164,11 @@ class JournalServer:
     def op_fork_run(self, msg: dict[str, Any]) -> dict[str, Any]:
         """A new run holding the steps of ``run_id`` before ``at`` (and the activity sources);
         whoever resumes it runs the rest with the current code."""
-        parent_id, at = msg.get("run_id"), msg.get("at")
-        parent = self._run(parent_id)
+        at = msg.get("at")
+        parent_id, parent = self._run(msg)
         if isinstance(at, bool) or not isinstance(at, int) or at < 0:
             raise ValueError(f"'at' must be a step number >= 0, got {at!r}")
-        self._flush(wait=True)
+        self.wal.wait_loaded()
         rows = self.store.query(
             "SELECT * EXCLUDE (id, ts, data_pickle), to_base64(data_pickle) AS data_pickle, "
             "epoch(ts) AS ts FROM events WHERE run_id = ? AND (kind = 'activity_code' OR "
@@ -240,7 +180,7 @@ class JournalServer:
                 **(msg.get("meta") or {}), "parent_run_id": parent_id, "fork_at": at}
         started = event("", "run_started", name=parent.workflow, meta=json.dumps(meta))
         started["eid"] = str(msg.get("eid") or started["eid"])
-        known = started["eid"] in self.started_eids
+        known = self.runs.run_started_by(started["eid"]) is not None
         run_id = self.op_create_run({"event": started})["run_id"]
         if not meta.get("pid") and not known:
             # Nobody executes a fork made from the sidebar or the API until it is resumed:
@@ -249,11 +189,11 @@ class JournalServer:
                                      name=parent.workflow,
                                      error=f"forked from {parent_id} at step {at}; resume it "
                                            "to run the rest")])
-        copies = []
+        copies: list[Event] = []
         for row in rows:
             row["eid"] = f"{run_id}/{row['eid']}"  # a resent fork copies once
             row["run_id"] = run_id
-            copies.append({k: v for k, v in row.items() if v is not None})
+            copies.append({k: v for k, v in row.items() if v is not None})  # type: ignore[arg-type]
         if copies:
             self._stage(copies)
         return {"run_id": run_id, "parent_run_id": parent_id, "at": at,
@@ -261,24 +201,22 @@ class JournalServer:
 
     def op_delete_run(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Remove a run and all its events, unless a live process is executing it."""
-        run_id = msg.get("run_id")
-        state = self._run(run_id)
-        if self._owner_alive(state):
+        run_id, state = self._run(msg)
+        if state.owner_alive():
             raise RunBusy(f"run {run_id} is being executed by a live process (pid "
                           f"{state.owner_pid}); cancel it first")
-        self._flush(wait=True)
+        self.wal.wait_loaded()
         deleted = self.store.query("DELETE FROM events WHERE run_id = ? RETURNING id",
                                    [run_id]).num_rows
-        del self.runs[run_id]
-        self.started_eids = {e: r for e, r in self.started_eids.items() if r != run_id}
+        self.runs.remove(run_id)
         return {"run_id": run_id, "events_deleted": deleted}
 
     def op_claim_run(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Mark a run as executed by ``pid`` unless another live process executes it."""
-        run_id, pid = msg["run_id"], int(msg["pid"])
-        state = self._run(run_id)
+        pid = int(msg["pid"])
+        run_id, state = self._run(msg)
         owner = state.owner_pid
-        if owner != pid and self._owner_alive(state) and not msg.get("force"):
+        if owner != pid and state.owner_alive() and not msg.get("force"):
             raise RunBusy(
                 f"run {run_id} is being executed by another live process (pid {owner}). "
                 "Wait for it, cancel it (`durable-nb cancel` or the sidebar), or start a new "
@@ -290,90 +228,81 @@ class JournalServer:
                                  eid=msg["eid"])])
         return {"previous_status": previous}
 
-    def op_query(self, msg: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
-        self._flush(wait=True)
-        table = self.store.query(msg["sql"], msg.get("params"))
-        return {"rows": table.num_rows}, protocol.table_to_bytes(table)
+    def op_query(self, msg: dict[str, Any]) -> None:
+        """Answered by a reader thread once DuckDB holds every event acknowledged so far."""
+        self._read(msg.get("id"), self.requester, str(msg["sql"]), msg.get("params"))
 
-    def op_events_since(self, msg: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    def op_events_since(self, msg: dict[str, Any]) -> None:
         sql = "SELECT * EXCLUDE (data_pickle) FROM events WHERE id > ?"
         params: list[Any] = [int(msg.get("since", 0))]
         if msg.get("run_id"):
             sql += " AND run_id = ?"
             params.append(msg["run_id"])
         sql += f" ORDER BY id LIMIT {int(msg.get('limit', 10_000))}"
-        return self.op_query({"sql": sql, "params": params})
+        self._read(msg.get("id"), self.requester, sql, params)
 
     def op_status(self, msg: dict[str, Any]) -> dict[str, Any]:
         self._prune_clients()
         return {
             "pid": os.getpid(), "home": str(self.home), "db": str(self.store.path),
             "started_at": self.started_at, "clients": sorted(set(self.clients.values())),
-            "active_runs": sorted(r for r, s in self.runs.items() if s.status == "running"),
-            "runs": len(self.runs), "next_event_id": self.next_id,
-            "pending": len(self.pending), "idle_timeout": self.idle_timeout,
+            "active_runs": self.runs.active(),
+            "runs": len(self.runs.runs), "next_event_id": self.next_id,
+            "pending": self.wal.pending, "idle_timeout": self.idle_timeout,
         }
 
     def op_shutdown(self, msg: dict[str, Any]) -> dict[str, Any]:
         self.stopping = True
         return {"pid": os.getpid()}
 
+    # -- reads -----------------------------------------------------------------------------
+    def _read(self, request_id: Any, ident: bytes, sql: str, params: Any) -> None:
+        target = self.wal.appended_id  # everything acknowledged before this read
+        self.readers.submit(self._answer_read, request_id, ident, sql, params, target)
+
+    def _answer_read(self, request_id: Any, ident: bytes, sql: str, params: Any,
+                     target: int) -> None:
+        """On a reader thread: run the query, hand the reply to the loop to send."""
+        try:
+            self.wal.wait_loaded(target)
+            table = self.store.query(sql, params)
+            frames = [protocol.dumps({"id": request_id, "ok": True, "rows": table.num_rows}),
+                      protocol.table_to_bytes(table)]
+        except Exception as exc:
+            frames = [protocol.dumps(_error_reply(request_id, exc))]
+        sock = getattr(self._reader_socks, "sock", None)
+        if sock is None:
+            sock = self._reader_socks.sock = self.ctx.socket(zmq.PUSH)
+            sock.connect(REPLIES_ENDPOINT)
+        sock.send_multipart([ident, *frames])
+
     # -- durability ----------------------------------------------------------------------
     def _commit_staged(self, sock: zmq.Socket[bytes], force: bool = False) -> None:
         """Make staged events durable with one fdatasync, then send the held replies.
 
         Without ``force``, events nobody waits for may linger briefly so that the next
-        awaited write (a step's completion) shares their sync.
+        awaited write (a step's completion) shares their sync. If the disk refuses the
+        write, every held reply becomes that error and the events stay staged for the next
+        sync: told nothing was durable, a writer may still find its event recorded later,
+        exactly as after a crash between sync and acknowledgement.
         """
         if self.staged and (force or self.replies
                             or time.monotonic() - self.staged_since >= LINGER):
-            self.segment.append(self.staged)
-            if not self.pending:
-                self.pending_since = time.monotonic()
-            for batch in self.staged:
-                self.pending.extend(batch)
-            self.staged = []
-        if self.staged:
+            try:
+                self.wal.append(self.staged)
+            except JournalUnavailable as exc:
+                log.error("%s", exc)
+                self.staged_since = time.monotonic() + SYNC_RETRY - LINGER
+                failed = [(ident, reply if not reply.get("ok") else
+                           _error_reply(reply.get("id"), exc)) for ident, reply in self.replies]
+                self.replies = failed
+            else:
+                self.staged = []
+        elif self.staged:
             return  # replies (only to reads) wait for nothing staged
         for ident, reply in self.replies:
             sock.send_multipart([ident, protocol.dumps(reply)])
         self.replies = []
-        if len(self.pending) >= FLUSH_MAX_EVENTS:
-            self._flush()
-
-    def _segment_path(self) -> Path:
-        return self.home / f"{SEGMENT_FILE}.{self.segment_number:08d}"
-
-    def _flush(self, wait: bool = False) -> None:
-        """Hand acknowledged events to the loader thread, on a fresh segment.
-
-        The old segment is deleted only once DuckDB committed its events; a crash before
-        that leaves it for the next start to load again (inserts skip known event ids).
-        """
-        if self.loader is not None and (wait or not self.loader.is_alive()):
-            self.loader.join()
-            self.loader = None
-            if self.loader_error is not None:
-                raise self.loader_error
-        if self.pending and self.loader is None:
-            batch, done = self.pending, self.segment
-            self.pending = []
-            self.segment_number += 1
-            self.segment = Segment(self._segment_path())
-            self.loader = threading.Thread(target=self._load, args=(batch, done),
-                                           name="durable_nb-loader", daemon=True)
-            self.loader.start()
-            if wait:
-                self._flush(wait=True)
-
-    def _load(self, batch: list[dict[str, Any]], done: Segment) -> None:
-        try:
-            self.store.insert(batch)
-            done.close()
-            done.path.unlink()
-        except BaseException as exc:  # surfaced by the loop, which stops; data stays on disk
-            log.exception("loading events into DuckDB failed")
-            self.loader_error = exc
 
     # -- housekeeping --------------------------------------------------------------------
     def _prune_clients(self) -> None:
@@ -382,58 +311,65 @@ class JournalServer:
 
     def _housekeeping(self) -> None:
         self._prune_clients()
-        for run_id, state in self.runs.items():
-            if state.status == "running" and state.owner_pid and not pid_alive(state.owner_pid):
-                self._stage([event(
-                    run_id, "run_status", status="interrupted", name=state.workflow,
-                    error=f"the process executing the run (pid {state.owner_pid}) exited",
-                )])
+        for run_id, state in list(self.runs.orphaned()):
+            self._stage([event(
+                run_id, "run_status", status="interrupted", name=state.workflow,
+                error=f"the process executing the run (pid {state.owner_pid}) exited",
+            )])
+        if self.wal.load_error is not None and "invalidated" in str(self.wal.load_error):
+            # DuckDB gave up on its file after a failed write: a fresh process recovers it
+            # from its WAL and the segments. The next client request starts one.
+            log.error("the journal database needs a restart: exiting")
+            self.stopping = True
         idle = time.monotonic() - self.last_message
-        live_runs = any(s.status == "running" for s in self.runs.values())
-        if not self.clients and not live_runs and idle > self.idle_timeout:
+        if not self.clients and not self.runs.active() and idle > self.idle_timeout:
             log.info("idle for %.0f s with no clients and no live runs: exiting", idle)
             self.stopping = True
 
     # -- loop ----------------------------------------------------------------------------
     def serve(self, endpoint: str) -> None:
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.ROUTER)
+        sock = self.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 1000)
         sock.bind(endpoint)
+        replies = self.ctx.socket(zmq.PULL)
+        replies.bind(REPLIES_ENDPOINT)
         write_server_info(self.home, {"pid": os.getpid(), "endpoint": endpoint,
                                       "started_at": self.started_at,
                                       "protocol": protocol.PROTOCOL_VERSION})
         log.info("serving %s on %s", self.home, endpoint)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(replies, zmq.POLLIN)
         next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
         try:
             while not self.stopping:
                 now = time.monotonic()
                 wait = next_housekeeping - now
-                if self.pending:
-                    wait = min(wait, self.pending_since + FLUSH_INTERVAL - now)
                 if self.staged:
                     wait = min(wait, self.staged_since + LINGER - now)
-                if poller.poll(max(0.0, wait) * 1000):
+                ready = dict(poller.poll(int(max(0.0, wait) * 1000)))
+                if replies in ready:
+                    _forward(replies, sock)
+                if sock in ready:
                     self._drain(sock)
                 else:
                     self._commit_staged(sock)
                 now = time.monotonic()
-                if self.pending and now - self.pending_since >= FLUSH_INTERVAL:
-                    self._flush()
                 if now >= next_housekeeping:
                     self._housekeeping()
                     self._commit_staged(sock)
                     next_housekeeping = now + HOUSEKEEPING_INTERVAL
             self._commit_staged(sock, force=True)
-            self._flush(wait=True)
+            self.readers.shutdown(wait=True)
+            _forward(replies, sock)
+            self.wal.close()
             self.store.checkpoint()
         finally:
+            self.readers.shutdown(wait=False, cancel_futures=True)
             sock.close()
-            ctx.term()
+            replies.close(linger=0)
+            self.ctx.term()
             self.store.close()
-            self.segment.close()
 
     def _drain(self, sock: zmq.Socket[bytes]) -> None:
         self.last_message = time.monotonic()
@@ -458,30 +394,31 @@ class JournalServer:
                 raise ValueError(f"unknown operation {op!r}")
             if op not in protocol.WRITE_OPS or op in protocol.READING_WRITE_OPS:
                 self._commit_staged(sock, force=True)  # reads see every earlier write
+            self.requester = ident
             result = handler(msg)
         except Exception as exc:
             if not isinstance(exc, (DurableError, ValueError, KeyError)):
                 log.exception("request failed")
-            reply = {"id": request_id, "ok": False, "type": type(exc).__name__,
-                     "error": str(exc) if not isinstance(exc, KeyError) or isinstance(
-                         exc, DurableError) else f"missing field {exc}"}
-            self.replies.append((ident, reply))
+            self.replies.append((ident, _error_reply(request_id, exc)))
             return
-        if isinstance(result, tuple):
-            body, extra = result
-            sock.send_multipart([ident, protocol.dumps({"id": request_id, "ok": True, **body}),
-                                 extra])
-        elif not msg.get("noreply"):
+        if result is not None and not msg.get("noreply"):
             self.replies.append((ident, {"id": request_id, "ok": True, **result}))
 
 
-def _segment_number(path: Path) -> int | None:
-    """``journal.segment.00000012`` is 12; the bare name (older servers) is 0; a file moved
-    aside by hand (``journal.segment.damaged``) is no segment."""
-    suffix = path.name[len(SEGMENT_FILE):]
-    if not suffix:
-        return 0
-    return int(suffix[1:]) if suffix[:1] == "." and suffix[1:].isdigit() else None
+def _error_reply(request_id: Any, exc: Exception) -> Reply:
+    message = str(exc) if not isinstance(exc, KeyError) or isinstance(exc, DurableError) \
+        else f"missing field {exc}"
+    return {"id": request_id, "ok": False, "type": type(exc).__name__, "error": message}
+
+
+def _forward(replies: zmq.Socket[bytes], sock: zmq.Socket[bytes]) -> None:
+    """Send the replies reader threads finished to their clients."""
+    while True:
+        try:
+            frames = replies.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        sock.send_multipart(frames)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -120,7 +120,7 @@ class JournalClient:
         hello = protocol.dumps({"id": -1, "op": "hello", "pid": os.getpid(),
                                 "token": self._token})
         sock.send(hello)
-        if not sock.poll(PING_TIMEOUT * 1000):
+        if not sock.poll(int(PING_TIMEOUT * 1000)):
             sock.close()
             return False
         sock.recv_multipart()
@@ -200,7 +200,7 @@ class JournalClient:
         sock = self._ensure_connected()
         if self._read_ready(sock):
             return
-        fd = sock.getsockopt(zmq.FD)
+        fd = int(sock.getsockopt(zmq.FD))
         self._lock.release()
         try:
             select.select([fd, self._wake_r], [], [], POLL_MS / 1000)
@@ -219,7 +219,7 @@ class JournalClient:
     def _read_ready(self, sock: zmq.Socket[bytes]) -> bool:
         """File every reply already readable (lock held); True if any arrived."""
         got = False
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -238,7 +238,9 @@ class JournalClient:
         if not isinstance(got, int) or got not in self._unacked:
             return False  # a duplicate answer to a resent request
         del self._unacked[got]
-        self._retire_noreply_before(got)
+        if reply.get("ok") or reply.get("type") != "JournalUnavailable":
+            # Not a failed sync: the server made every earlier request durable first.
+            self._retire_noreply_before(got)
         self.cancelled.update(reply.get("cancelled", ()))
         self._answers[got] = (reply, frames[1:])
         return True

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from durable_nb.errors import JournalCorrupted
+from durable_nb.errors import JournalCorrupted, JournalUnavailable
 from durable_nb.journal.segment import Segment
 
 pytestmark = pytest.mark.timeout(30)
@@ -138,3 +138,27 @@ def test_empty_or_missing_segment_reads_as_no_events(tmp_path: Path) -> None:
     path = tmp_path / "journal.segment"
     assert read(path) == []
     assert path.exists() and path.stat().st_size == 0
+
+
+def test_a_full_disk_is_never_acknowledged_and_the_segment_stays_whole(small_disk: Path):
+    from tests.conftest import fill_disk
+
+    path = small_disk / "journal.segment.00000001"
+    seg = Segment(path)
+    seg.append([[ev(0)]])
+    good_size = seg.size
+    filler = fill_disk(small_disk, leave=8192)
+    big = [{**ev(i), "data_json": '"' + "x" * 3000 + '"'} for i in range(1, 10)]
+    with pytest.raises(JournalUnavailable) as failure:
+        for e in big:  # some fit, then the disk is full part-way through a record
+            seg.append([[e]])
+            good_size = seg.size
+    message = str(failure.value)
+    assert "no space left" in message and str(small_disk) in message
+    assert path.stat().st_size == good_size == seg.size, "the torn write was cut off"
+    kept = read(path)
+    assert kept[0] == ev(0) and all(e in big for e in kept[1:])
+    filler.unlink()  # space freed: appends go on after the last good record
+    seg.append([[ev(99)]])
+    seg.close()
+    assert read(path) == [*kept, ev(99)]
