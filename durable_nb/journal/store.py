@@ -2,11 +2,16 @@
 
 Only the journal server process opens the file: DuckDB refuses a second process even
 read-only while one holds it, so every other reader is a client of the server.
+
+Events reach the store already acknowledged, so a load never drops one: an event DuckDB
+refuses is found by bisecting the batch and quarantined (``quarantine.py``), named in the
+log, while every other event is loaded.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,13 +20,36 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from durable_nb.errors import JournalCorrupted, JournalUnavailable
+from durable_nb.errors import DurableError, JournalCorrupted, JournalUnavailable
+from durable_nb.journal.quarantine import quarantine
 from durable_nb.journal.schema import ARROW_SCHEMA, EVENT_COLUMNS, MIGRATIONS, SCHEMA_VERSION, VIEWS
+from durable_nb.journal.segment import Segment
 
-_INSERT = (
-    "INSERT OR IGNORE INTO events SELECT "
-    + ", ".join("to_timestamp(ts)" if c == "ts" else c for c in EVENT_COLUMNS)
-    + " FROM batch"
+log = logging.getLogger("durable_nb.journal")
+
+
+def _loaded(column: str) -> str:
+    """How ``column`` of the Arrow batch becomes a column of ``events``.
+
+    JSON columns are checked here with DuckDB's own parser, which the views use: text it
+    cannot read would load fine and then fail every query of ``steps`` or ``runs``.
+    """
+    if column == "ts":
+        return "to_timestamp(ts)"
+    if column in ("data_json", "meta"):
+        return (f"CASE WHEN {column} IS NULL OR json_valid({column}) THEN {column} ELSE "
+                f"error('{column} of event ' || eid || ' is not JSON DuckDB can read') END")
+    return column
+
+
+_INSERT = ("INSERT OR IGNORE INTO events SELECT "
+           + ", ".join(_loaded(c) for c in EVENT_COLUMNS) + " FROM batch")
+
+# Errors caused by what an event holds, not by the database or the disk: bisecting the
+# batch finds the events. Anything else (I/O, out of memory, corruption) stops the load.
+_RECORD_ERRORS: tuple[type[BaseException], ...] = (
+    duckdb.DataError, duckdb.InvalidInputException, duckdb.ConstraintException,
+    pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError, OverflowError,
 )
 
 
@@ -89,10 +117,40 @@ class JournalStore:
     def max_id(self) -> int:
         return int(self._exec("SELECT coalesce(max(id), 0) FROM events")[0][0])
 
-    def insert(self, events: list[dict[str, Any]]) -> None:
-        """Insert events in one transaction; events already present (same eid) are skipped."""
+    def insert(self, events: list[dict[str, Any]]) -> Path | None:
+        """Insert events; events already present (same eid) are skipped.
+
+        The batch goes in as one statement. If what some events hold makes it fail, the
+        batch is bisected down to those events; all the others are inserted and these are
+        quarantined. Returns the quarantine file, if any.
+        """
         if not events:
-            return
+            return None
+        rejected = self._insert_or_bisect(events)
+        if not rejected:
+            return None
+        path = quarantine(self.path.parent, rejected)
+        log.error(
+            "the journal could not load %d event(s) (%s) and quarantined them in %s, each "
+            "with its error; the other %d event(s) of the batch are loaded. Fix an event and "
+            "append it again, or keep the file as the record of what was lost.",
+            len(rejected), ", ".join(str(ev.get("eid")) for ev, _ in rejected), path,
+            len(events) - len(rejected))
+        return path
+
+    def _insert_or_bisect(self, events: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+        """Insert ``events``; returns those that fail alone, with their errors."""
+        try:
+            self._insert_batch(events)
+            return []
+        except _RECORD_ERRORS as exc:
+            if len(events) == 1:
+                return [(events[0], f"{type(exc).__name__}: {exc}")]
+        middle = len(events) // 2
+        return self._insert_or_bisect(events[:middle]) + self._insert_or_bisect(events[middle:])
+
+    def _insert_batch(self, events: list[dict[str, Any]]) -> None:
+        """Insert events in one transaction."""
         rows = [
             {**e, "data_pickle": base64.b64decode(e["data_pickle"])} if e.get("data_pickle") else e
             for e in events
@@ -102,6 +160,27 @@ class JournalStore:
             self._exec(_INSERT)
         finally:
             self.con.unregister("batch")
+
+    def load_segment(self, path: Path) -> Path | None:
+        """Load a write-ahead segment left by a stopped or crashed server (its events were
+        acknowledged); returns the quarantine file of events it could not load, if any.
+
+        A failure names the segment and the way out, for the start-up error.
+        """
+        segment = Segment(path)
+        try:
+            return self.insert(segment.read())
+        except DurableError:
+            raise  # names its file already
+        except Exception as exc:
+            raise JournalUnavailable(
+                f"cannot load the write-ahead segment {path} into the journal {self.path}: "
+                f"{type(exc).__name__}: {exc}. Its events were acknowledged and are still in "
+                "that file. Remove the cause (e.g. free disk space) and start again; or move "
+                f"the segment aside (mv {path} {path}.failed) to start without its events."
+            ) from exc
+        finally:
+            segment.close()
 
     def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
         with self._corruption_named():

@@ -72,9 +72,7 @@ class JournalServer:
         leftovers = sorted((p for p in home.glob(f"{SEGMENT_FILE}*")
                             if _segment_number(p) is not None), key=_segment_number)
         for path in leftovers:  # events acknowledged before a crash or a stop
-            old = Segment(path)
-            self.store.insert(old.read())
-            old.close()
+            self.store.load_segment(path)
         self.store.checkpoint()
         for path in leftovers:
             path.unlink()
