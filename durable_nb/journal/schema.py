@@ -212,9 +212,9 @@ def check_event(event: object) -> None:
             raise ValueError(f"event {eid}: {column!r} must be a string, got {value!r}")
         if (where := unstorable_part(value)) is not None:
             raise ValueError(
-                f"event {eid} ({event['kind']}): {column!r} holds {where} (as Python "
-                f"decodes a byte of a file name that is not UTF-8), which the journal cannot "
-                f"store: '{storable_text(value)[:80]}'. {_ESCAPE_HINT}")
+                f"event {eid} ({event['kind']}): {column!r} holds {where} (e.g. a byte of a "
+                f"file name that is not UTF-8, as os.fsdecode() gives it), which the journal "
+                f"cannot store: '{storable_text(value)[:80]}'. {_ESCAPE_HINT}")
     if event["kind"] == "run_status" and event.get("status") not in RUN_STATUSES:
         raise ValueError(f"event {eid}: run status must be one of {sorted(RUN_STATUSES)}")
     for column in _JSON_COLUMNS:
@@ -244,9 +244,9 @@ def check_signal_name(name: object) -> str:
                          f"characters, got {shown}")
     if (where := unstorable_part(name)) is not None:
         raise ValueError(
-            f"the signal name '{storable_text(name)}' holds {where} (as Python decodes a "
-            "byte that is not UTF-8), which the journal cannot store. Send the name as "
-            "valid Unicode text (decode its bytes with their real encoding).")
+            f"the signal name '{storable_text(name)}' holds {where} (e.g. a byte that is not "
+            "UTF-8, as os.fsdecode() gives it), which the journal cannot store. Send the name "
+            "as valid Unicode text (decode its bytes with their real encoding).")
     return name
 
 
@@ -254,8 +254,8 @@ def signal_json(value: Any) -> str:
     """A signal's value as the JSON text of its event, or ValueError if unstorable."""
     text = json.dumps(value)
     if (where := json_unstorable_part(text)) is not None:
-        raise ValueError(f"the signal value holds {where} in a string, which the journal "
-                         "cannot store. Send text as valid Unicode.")
+        raise ValueError(f"the signal value holds {where}, which the journal cannot "
+                         "store. Send text as valid Unicode.")
     return text
 
 
