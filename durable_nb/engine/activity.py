@@ -12,6 +12,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from durable_nb.engine.retry import RetryPolicy
 from durable_nb.errors import ActivityTimeout
 from durable_nb.journal.codec import code_hash
+from durable_nb.journal.text import storable_text
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,7 +34,8 @@ class Activity(Generic[P, R]):
             )
         self.fn = fn
         self.policy = policy or RetryPolicy()
-        self.name = name or fn.__name__
+        # As the journal records it (schema.event escapes names), so replay matches it.
+        self.name = storable_text(name or fn.__name__)
         if source is None:
             try:
                 source = inspect.getsource(fn)

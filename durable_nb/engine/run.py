@@ -29,6 +29,7 @@ from durable_nb.errors import (
 )
 from durable_nb.journal.codec import call_hash, encode
 from durable_nb.journal.schema import event
+from durable_nb.journal.text import storable_text
 from durable_nb.server.client import JournalClient
 
 if TYPE_CHECKING:
@@ -220,12 +221,20 @@ class RunContext:
             self.in_activity = self.in_activity or on_run_thread
             try:
                 value = activity.invoke(args, kwargs)
-            except Exception as exc:
-                retry = retries_left > 0 and policy.is_retryable(exc)
+            except (Exception, SystemExit) as exc:
+                # sys.exit() in an activity ends that step, not the kernel: a failure of the
+                # step, never retried. KeyboardInterrupt passes: the step is abandoned.
+                if isinstance(exc, SystemExit):
+                    why = " (not retried: the activity called sys.exit())"
+                elif not policy.is_retryable(exc):
+                    why = " (not retried: a programming error)"
+                else:
+                    why = ""
+                retry = retries_left > 0 and not why
                 self._record_failure(seq, attempt, name, exc, final=not retry)
                 if not retry:
-                    raise self._failure(seq, name, attempt, f"{type(exc).__name__}: {exc}",
-                                        exc, retryable=policy.is_retryable(exc)) from exc
+                    raise self._failure(seq, name, attempt, error_text(exc), exc,
+                                        why=why) from exc
                 retries_left -= 1
                 self._wake.wait(policy.delay(policy.retries - retries_left))
                 attempt += 1
@@ -255,21 +264,21 @@ class RunContext:
             pickled: str | None = base64.b64encode(cloudpickle.dumps(exc)).decode("ascii")
         except Exception:
             pickled = None
-        self.client.append([event(
-            self.run_id, "step_failed", seq=seq, attempt=attempt, name=name,
-            error=f"{type(exc).__name__}: {exc}", data_pickle=pickled,
-            traceback="".join(traceback.format_exception(exc)), meta={"final": final},
-        )], wait=final)
+        failed = event(self.run_id, "step_failed", seq=seq, attempt=attempt, name=name,
+                       error=error_text(exc), data_pickle=pickled,
+                       traceback="".join(traceback.format_exception(exc)),
+                       meta={"final": final})
+        self.client.append([failed], wait=final)
+        # The recorded (storable) text: the live view shows what the journal holds.
         self._emit({"kind": "step_failed", "seq": seq, "name": name, "attempt": attempt,
-                    "final": final, "error": f"{type(exc).__name__}: {exc}",
-                    "traceback": "".join(traceback.format_exception(exc)), "ts": time.time()})
+                    "final": final, "error": failed["error"],
+                    "traceback": failed["traceback"], "ts": time.time()})
 
     def _failure(self, seq: int, name: str, attempts: int, error: str,
-                 cause: BaseException | None, retryable: bool = True) -> ActivityFailed:
-        why = "" if retryable else " (not retried: a programming error)"
+                 cause: BaseException | None, why: str = "") -> ActivityFailed:
         exc = ActivityFailed(
             f"activity {name}() failed at step {seq} of run {self.run_id} after {attempts} "
-            f"attempt{'s' if attempts != 1 else ''}{why}: {error}\n"
+            f"attempt{'s' if attempts != 1 else ''}{why}: {storable_text(error)}\n"
             f"Fix the activity (re-run its cell) and re-run the workflow cell: steps before "
             f"{seq} are replayed from the journal and step {seq} runs again with the new code.",
             run_id=self.run_id, seq=seq, activity=name, attempts=attempts, cause=cause,
@@ -386,6 +395,12 @@ class RunContext:
         if self.forked_from:
             parts.append(f"forked from {self.forked_from}")
         return "; ".join(parts)
+
+
+def error_text(exc: BaseException) -> str:
+    """How a step's failure reads in the journal: ``ValueError: bad item 3``."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def encode_arguments(activity: Activity[Any, Any], args: tuple[Any, ...],

@@ -2,23 +2,27 @@
 
 JSON payloads stay queryable in SQL (``result->>'loss'``). A value is stored as JSON only
 when decoding gives back the same types (no tuples, no non-str keys, no float subclasses
-such as numpy scalars); otherwise replay would hand the workflow a different object than
-the live run saw.
+such as numpy scalars) and DuckDB's JSON type can hold it (no string with a lone surrogate,
+as an undecodable file name gives); otherwise replay would hand the workflow a different
+object than the live run saw, or the ``steps`` view could not read the journal.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import math
 import reprlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
 
 from durable_nb.errors import PayloadError
+from durable_nb.journal.text import is_storable_text, storable_text
 
 PREVIEW_CHARS = 200
 
@@ -39,10 +43,13 @@ class Payload:
 
 
 def is_plain_json(value: Any, _depth: int = 0) -> bool:
-    """True when ``json.loads(json.dumps(value))`` gives back equal values of equal types."""
+    """True when ``json.loads(json.dumps(value))`` gives back equal values of equal types
+    and DuckDB can read the JSON text (its strings encode as UTF-8)."""
     t = type(value)
-    if value is None or t is str or t is bool or t is int:
+    if value is None or t is bool or t is int:
         return True
+    if t is str:
+        return is_storable_text(value)
     if t is float:
         return math.isfinite(value)
     if _depth > 64:
@@ -50,30 +57,42 @@ def is_plain_json(value: Any, _depth: int = 0) -> bool:
     if t is list:
         return all(is_plain_json(v, _depth + 1) for v in value)
     if t is dict:
-        return all(type(k) is str and is_plain_json(v, _depth + 1) for k, v in value.items())
+        return all(type(k) is str and is_storable_text(k) and is_plain_json(v, _depth + 1)
+                   for k, v in value.items())
     return False
 
 
 def preview(value: Any) -> str:
+    """A short text of ``value`` for people (and SQL), storable whatever the value holds."""
     try:
         text = _repr.repr(value)
     except Exception as exc:  # a broken __repr__ must not fail the step
         text = f"<{type(value).__name__} (repr failed: {exc!r})>"
+    text = storable_text(text)
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
 def encode(value: Any, *, what: str) -> Payload:
     """Encode ``value``; ``what`` names it in errors ("argument 'cfg' of train at step 3")."""
     if is_plain_json(value):
-        text = json.dumps(value, separators=(",", ":"))
+        try:
+            text = json.dumps(value, separators=(",", ":"))
+        except ValueError as exc:  # an int past sys.get_int_max_str_digits()
+            path, culprit = _find_culprit(value, "value", _json_fails)
+            raise PayloadError(
+                f"cannot record {what}: {path} of type {_type_name(culprit)} cannot be "
+                f"written as JSON ({exc}). Return or pass it in a form the journal can hold "
+                "(for a huge int: str(value)), or raise the limit with "
+                "sys.set_int_max_str_digits()."
+            ) from exc
         return Payload(text, None, text if len(text) <= PREVIEW_CHARS else preview(value))
     try:
         raw = cloudpickle.dumps(value)
     except Exception as exc:
-        path, culprit = _find_unpicklable(value, "value")
+        path, culprit = _find_culprit(value, "value", _pickle_fails)
         raise PayloadError(
-            f"cannot record {what}: {path} of type {type(culprit).__module__}."
-            f"{type(culprit).__qualname__} can be neither JSON-encoded nor pickled ({exc}). "
+            f"cannot record {what}: {path} of type {_type_name(culprit)} can be neither "
+            f"JSON-encoded nor pickled ({exc}). "
             "Pass something serialisable (e.g. a path or a config dict) and build the object "
             "inside the activity."
         ) from exc
@@ -89,8 +108,28 @@ def decode(json_text: str | None, pickle_b64: str | bytes | None) -> Any:
     return None
 
 
-def _find_unpicklable(value: Any, path: str) -> tuple[str, Any]:
-    """The deepest element of a container that fails to pickle, with its access path."""
+def _type_name(value: Any) -> str:
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+def _pickle_fails(value: Any) -> bool:
+    try:
+        cloudpickle.dumps(value)
+    except Exception:
+        return True
+    return False
+
+
+def _json_fails(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except ValueError:
+        return True
+    return False
+
+
+def _find_culprit(value: Any, path: str, fails: Callable[[Any], bool]) -> tuple[str, Any]:
+    """The deepest element of a container for which ``fails``, with its access path."""
     children: list[tuple[str, Any]] = []
     if isinstance(value, (list, tuple)):
         children = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
@@ -99,10 +138,8 @@ def _find_unpicklable(value: Any, path: str) -> tuple[str, Any]:
     elif hasattr(value, "__dict__") and isinstance(getattr(value, "__dict__", None), dict):
         children = [(f"{path}.{k}", v) for k, v in vars(value).items()]
     for child_path, child in children:
-        try:
-            cloudpickle.dumps(child)
-        except Exception:
-            return _find_unpicklable(child, child_path)
+        if fails(child):
+            return _find_culprit(child, child_path, fails)
     return path, value
 
 
@@ -123,12 +160,13 @@ def call_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     h = hashlib.sha256()
     payload: Any = {"a": list(args), "k": kwargs}
     if is_plain_json(payload):
-        h.update(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
-    else:
-        try:
-            h.update(cloudpickle.dumps(_canonical(payload)))
-        except Exception:
-            h.update(repr(payload).encode())  # encode() raises the useful error first
+        with contextlib.suppress(ValueError):  # an int too long for JSON: hashed below
+            h.update(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
+            return h.hexdigest()[:32]
+    try:
+        h.update(cloudpickle.dumps(_canonical(payload)))
+    except Exception:  # not storable either: encode() raises the useful error first
+        h.update(preview(payload).encode())
     return h.hexdigest()[:32]
 
 

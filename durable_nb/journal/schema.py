@@ -9,11 +9,20 @@ the events, so they never disagree with the record and need no updates in place.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from typing import Any, Literal, TypedDict, get_args
 
 import pyarrow as pa
+
+from durable_nb.journal.text import (
+    json_unstorable_part,
+    storable_json,
+    storable_text,
+    storable_value,
+    unstorable_part,
+)
 
 SCHEMA_VERSION = 1
 
@@ -147,20 +156,29 @@ class Event(TypedDict, total=False):
     error: str | None
     traceback: str | None
     meta: str | None  # JSON text
-_INT_COLUMNS = ("id", "seq", "attempt")
+
+# Range of each integer column (its DuckDB type), and of ``ts`` (``to_timestamp`` refuses
+# epoch seconds past ~9e12; 1e11 is the year 5138).
+_INT_COLUMNS = {"id": 2**63, "seq": 2**31, "attempt": 2**31}
+_MAX_TS = 1e11
 _TEXT_COLUMNS = ("run_id", "name", "status", "args_hash", "code_hash", "data_json",
                  "data_pickle", "preview", "error", "traceback", "meta")
+# Text only shown to people, which the builder escapes; the other text columns are ids,
+# hashes and payloads, which must arrive storable (the codec makes payloads so).
+_SHOWN_COLUMNS = ("name", "preview", "error", "traceback")
+_JSON_COLUMNS = ("data_json", "meta")
+_ESCAPE_HINT = ("Build events with durable_nb.journal.schema.event(), which escapes such "
+                "text, or escape it first: text.encode('utf-8', 'backslashreplace').decode().")
 
 
 def check_event(event: object) -> None:
     """Refuse an event the journal could not load, before it is acknowledged.
 
     One malformed event accepted into a segment would fail the bulk load of every good
-    event batched with it, so appends are checked up front and refused whole.
+    event batched with it, so appends are checked up front and refused whole. Text must
+    encode as UTF-8 (Arrow and DuckDB refuse a lone surrogate) and JSON columns must be
+    JSON that DuckDB's JSON type reads (the ``steps`` view casts payloads to JSON).
     """
-    import json
-    import math
-
     if not isinstance(event, dict):
         raise ValueError(f"an event must be a JSON object, got {type(event).__name__}")
     unknown = set(event) - set(EVENT_COLUMNS)
@@ -169,35 +187,93 @@ def check_event(event: object) -> None:
     eid = event.get("eid")
     if not isinstance(eid, str) or not eid:
         raise ValueError("an event needs a non-empty string 'eid' (its idempotency id)")
+    if (where := unstorable_part(eid)) is not None:
+        raise ValueError(f"event '{storable_text(eid)}': its 'eid' holds {where}, which the "
+                         f"journal cannot store. Use an ASCII id (e.g. uuid4().hex).")
     ts = event.get("ts")
-    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+    if (isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts)
+            or abs(ts) >= _MAX_TS):
         raise ValueError(f"event {eid}: 'ts' must be epoch seconds, got {ts!r}")
     if event.get("kind") not in EVENT_KINDS:
         raise ValueError(f"event {eid}: unknown kind {event.get('kind')!r}")
     if not isinstance(event.get("run_id"), str):
         raise ValueError(f"event {eid}: 'run_id' must be a string")
-    for column in _INT_COLUMNS:
+    for column, bound in _INT_COLUMNS.items():
         value = event.get(column)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError(f"event {eid}: {column!r} must be an integer, got {value!r}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not -bound <= value < bound):
+            raise ValueError(f"event {eid}: {column!r} must be an integer of at most "
+                             f"{bound.bit_length()} bits, got {value!r}")
     for column in _TEXT_COLUMNS:
         value = event.get(column)
-        if value is not None and not isinstance(value, str):
+        if value is None:
+            continue
+        if not isinstance(value, str):
             raise ValueError(f"event {eid}: {column!r} must be a string, got {value!r}")
+        if (where := unstorable_part(value)) is not None:
+            raise ValueError(
+                f"event {eid} ({event['kind']}): {column!r} holds {where} (e.g. a byte of a "
+                f"file name that is not UTF-8, as os.fsdecode() gives it), which the journal "
+                f"cannot store: '{storable_text(value)[:80]}'. {_ESCAPE_HINT}")
     if event["kind"] == "run_status" and event.get("status") not in RUN_STATUSES:
         raise ValueError(f"event {eid}: run status must be one of {sorted(RUN_STATUSES)}")
-    if event.get("meta") is not None:
+    for column in _JSON_COLUMNS:
+        text = event.get(column)
+        if text is None:
+            continue
         try:
-            json.loads(event["meta"])
+            json.loads(text)
         except ValueError:
-            raise ValueError(f"event {eid}: 'meta' is not valid JSON") from None
+            raise ValueError(f"event {eid}: {column!r} is not valid JSON") from None
+        if (where := json_unstorable_part(text)) is not None:
+            raise ValueError(
+                f"event {eid} ({event['kind']}): {column!r} is JSON holding {where}, which "
+                f"DuckDB's JSON type refuses. Encode payloads with "
+                f"durable_nb.journal.codec.encode() (it pickles such strings); escape text "
+                f"with durable_nb.journal.text.storable_value() before json.dumps().")
+
+
+MAX_SIGNAL_NAME = 200
+
+
+def check_signal_name(name: object) -> str:
+    """A signal's name, or ValueError saying what a name must be (server and REST API)."""
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_SIGNAL_NAME:
+        shown = "nothing" if name is None else json.dumps(name)[:100]
+        raise ValueError(f"'name' must be a non-empty string of at most {MAX_SIGNAL_NAME} "
+                         f"characters, got {shown}")
+    if (where := unstorable_part(name)) is not None:
+        raise ValueError(
+            f"the signal name '{storable_text(name)}' holds {where} (e.g. a byte that is not "
+            "UTF-8, as os.fsdecode() gives it), which the journal cannot store. Send the name "
+            "as valid Unicode text (decode its bytes with their real encoding).")
+    return name
+
+
+def signal_json(value: Any) -> str:
+    """A signal's value as the JSON text of its event, or ValueError if unstorable."""
+    text = json.dumps(value)
+    if (where := json_unstorable_part(text)) is not None:
+        raise ValueError(f"the signal value holds {where}, which the journal cannot "
+                         "store. Send text as valid Unicode.")
+    return text
 
 
 def event(run_id: str, kind: EventKind, **fields: Any) -> Event:
-    """A new journal event with a fresh idempotency id; ``meta`` may be given as a dict."""
+    """A new journal event with a fresh idempotency id; ``meta`` may be given as a dict.
+
+    Text that is only shown (name, preview, error, traceback, meta) is made storable here,
+    so an error about an undecodable file name is recorded as ``caf\\xe9.csv`` instead of
+    poisoning the journal. Ids, hashes and payloads are left exact (``check_event``).
+    """
     meta = fields.pop("meta", None)
+    if isinstance(meta, dict):
+        meta = json.dumps(storable_value(meta))
+    elif isinstance(meta, str):
+        meta = storable_json(meta)
+    for column in _SHOWN_COLUMNS:
+        if isinstance(fields.get(column), str):
+            fields[column] = storable_text(fields[column])
     ev: dict[str, Any] = {"eid": uuid.uuid4().hex, "ts": time.time(), "run_id": run_id,
-                          "kind": kind,
-                          "meta": json.dumps(meta) if isinstance(meta, dict) else meta,
-                          **fields}
+                          "kind": kind, "meta": meta, **fields}
     return ev  # type: ignore[return-value]

@@ -4,11 +4,17 @@ Only the journal server process opens the file: DuckDB refuses a second process 
 read-only while one holds it, so every other reader is a client of the server. Within the
 server several threads use the store at once (the loop, the loader, the readers): each
 gets its own cursor on the one database, as DuckDB wants.
+
+Events reach the store already acknowledged, so a load never drops one: an event DuckDB
+refuses is found by bisecting the batch and quarantined (``quarantine.py``), named in the
+log, while every other event is loaded.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,13 +24,38 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from durable_nb.errors import JournalCorrupted, JournalUnavailable
+from durable_nb.errors import DurableError, JournalCorrupted, JournalUnavailable
+from durable_nb.journal.codec import encode
+from durable_nb.journal.quarantine import quarantine
 from durable_nb.journal.schema import ARROW_SCHEMA, EVENT_COLUMNS, MIGRATIONS, SCHEMA_VERSION, VIEWS
+from durable_nb.journal.segment import Segment
+from durable_nb.journal.text import storable_value
 
-_INSERT = (
-    "INSERT OR IGNORE INTO events SELECT "
-    + ", ".join("to_timestamp(ts)" if c == "ts" else c for c in EVENT_COLUMNS)
-    + " FROM batch"
+log = logging.getLogger("durable_nb.journal")
+
+
+def _loaded(column: str) -> str:
+    """How ``column`` of the Arrow batch becomes a column of ``events``.
+
+    JSON columns are checked here with DuckDB's own parser, which the views use: text it
+    cannot read would load fine and then fail every query of ``steps`` or ``runs``.
+    """
+    if column == "ts":
+        return "to_timestamp(ts)"
+    if column in ("data_json", "meta"):
+        return (f"CASE WHEN {column} IS NULL OR json_valid({column}) THEN {column} ELSE "
+                f"error('{column} of event ' || eid || ' is not JSON DuckDB can read') END")
+    return column
+
+
+_INSERT = ("INSERT OR IGNORE INTO events SELECT "
+           + ", ".join(_loaded(c) for c in EVENT_COLUMNS) + " FROM batch")
+
+# Errors caused by what an event holds, not by the database or the disk: bisecting the
+# batch finds the events. Anything else (I/O, out of memory, corruption) stops the load.
+_RECORD_ERRORS: tuple[type[BaseException], ...] = (
+    duckdb.DataError, duckdb.InvalidInputException, duckdb.ConstraintException,
+    pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError, OverflowError,
 )
 
 
@@ -83,7 +114,43 @@ class JournalStore:
                 self._exec("ROLLBACK")
                 raise
             self._exec("COMMIT")
+        self._repair_unreadable_json()
         self._exec(VIEWS)
+
+    def _repair_unreadable_json(self) -> None:
+        """Re-encode JSON columns DuckDB cannot read, which older versions could write.
+
+        Before payloads were checked, a string holding a lone surrogate (an undecodable
+        file name) was stored as JSON text with a ``\\udcXX`` escape: Python reads it,
+        DuckDB refuses it, and one such row broke the ``steps`` view for every run. Such a
+        payload is re-encoded the way it is now (pickled, so replay returns the same
+        string); such a ``meta`` gets its text escaped. A no-op on a sound journal.
+        """
+        rows = self._exec(
+            "SELECT eid, data_json, meta FROM events WHERE NOT coalesce(json_valid(data_json), "
+            "true) OR NOT coalesce(json_valid(meta), true)")
+        for eid, data_json, meta in rows:
+            try:
+                changes = self._reencoded(eid, data_json, meta)
+            except ValueError as exc:  # not even Python reads it: leave the row as it is
+                log.error("event %s in %s holds JSON nothing can read: %s", eid, self.path, exc)
+                continue
+            columns = ", ".join(f"{c} = ?" for c in changes)
+            self._exec(f"UPDATE events SET {columns} WHERE eid = ?", [*changes.values(), eid])
+            log.warning("re-encoded unreadable JSON of event %s (%s) in %s", eid,
+                        ", ".join(changes), self.path)
+
+    def _reencoded(self, eid: str, data_json: str | None, meta: str | None) -> dict[str, Any]:
+        """New values for the unreadable JSON columns of one event."""
+        changes: dict[str, Any] = {}
+        if data_json is not None and not self._exec("SELECT json_valid(?)", [data_json])[0][0]:
+            payload = encode(json.loads(data_json), what=f"the payload of event {eid}")
+            changes.update(data_json=payload.json, preview=payload.preview,
+                           data_pickle=base64.b64decode(payload.pickle_b64)
+                           if payload.pickle_b64 else None)
+        if meta is not None and not self._exec("SELECT json_valid(?)", [meta])[0][0]:
+            changes["meta"] = json.dumps(storable_value(json.loads(meta)))
+        return changes
 
     def _exec(self, sql: str, params: list[Any] | None = None) -> list[Any]:
         """Run a statement to completion (DuckDB refuses new work on an unfinished result)."""
@@ -103,10 +170,41 @@ class JournalStore:
     def max_id(self) -> int:
         return int(self._exec("SELECT coalesce(max(id), 0) FROM events")[0][0])
 
-    def insert(self, events: Sequence[Mapping[str, Any]]) -> None:
-        """Insert events in one transaction; events already present (same eid) are skipped."""
+    def insert(self, events: Sequence[Mapping[str, Any]]) -> Path | None:
+        """Insert events; events already present (same eid) are skipped.
+
+        The batch goes in as one statement. If what some events hold makes it fail, the
+        batch is bisected down to those events; all the others are inserted and these are
+        quarantined. Returns the quarantine file, if any.
+        """
         if not events:
-            return
+            return None
+        rejected = self._insert_or_bisect(events)
+        if not rejected:
+            return None
+        path = quarantine(self.path.parent, rejected)
+        log.error(
+            "the journal could not load %d event(s) (%s) and quarantined them in %s, each "
+            "with its error; the other %d event(s) of the batch are loaded. Fix an event and "
+            "append it again, or keep the file as the record of what was lost.",
+            len(rejected), ", ".join(str(ev.get("eid")) for ev, _ in rejected), path,
+            len(events) - len(rejected))
+        return path
+
+    def _insert_or_bisect(self, events: Sequence[Mapping[str, Any]]
+                          ) -> list[tuple[Mapping[str, Any], str]]:
+        """Insert ``events``; returns those that fail alone, with their errors."""
+        try:
+            self._insert_batch(events)
+            return []
+        except _RECORD_ERRORS as exc:
+            if len(events) == 1:
+                return [(events[0], f"{type(exc).__name__}: {exc}")]
+        middle = len(events) // 2
+        return self._insert_or_bisect(events[:middle]) + self._insert_or_bisect(events[middle:])
+
+    def _insert_batch(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Insert events in one transaction."""
         rows = [
             {**e, "data_pickle": base64.b64decode(e["data_pickle"])} if e.get("data_pickle") else e
             for e in events
@@ -116,6 +214,27 @@ class JournalStore:
             self._exec(_INSERT)
         finally:
             self.con.unregister("batch")
+
+    def load_segment(self, path: Path) -> Path | None:
+        """Load a write-ahead segment left by a stopped or crashed server (its events were
+        acknowledged); returns the quarantine file of events it could not load, if any.
+
+        A failure names the segment and the way out, for the start-up error.
+        """
+        segment = Segment(path)
+        try:
+            return self.insert(segment.read())
+        except DurableError:
+            raise  # names its file already
+        except Exception as exc:
+            raise JournalUnavailable(
+                f"cannot load the write-ahead segment {path} into the journal {self.path}: "
+                f"{type(exc).__name__}: {exc}. Its events were acknowledged and are still in "
+                "that file. Remove the cause (e.g. free disk space) and start again; or move "
+                f"the segment aside (mv {path} {path}.failed) to start without its events."
+            ) from exc
+        finally:
+            segment.close()
 
     def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
         with self._corruption_named():

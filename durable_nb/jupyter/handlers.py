@@ -19,7 +19,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from durable_nb import errors
-from durable_nb.journal.schema import RUN_STATUSES
+from durable_nb.journal.schema import RUN_STATUSES, check_signal_name
 from durable_nb.jupyter import queries
 from durable_nb.server.client import JournalClient
 
@@ -161,10 +161,10 @@ class SignalRunHandler(JournalHandler):
     @web.authenticated
     async def post(self, run_id: str) -> None:
         body = self.json_body()
-        name = body.get("name")
-        if not isinstance(name, str) or not name.strip() or len(name) > 200:
-            raise _bad_request("'name' must be a non-empty string of at most 200 characters"
-                               f", got {_json_type(name)}")
+        try:
+            name = check_signal_name(body.get("name"))
+        except ValueError as exc:
+            raise _bad_request(str(exc)) from None
         value = body.get("value")
         self.write_json(await self.journal(lambda c: _answer(c.signal(
             run_id, name, value, timeout=queries.TIMEOUT),

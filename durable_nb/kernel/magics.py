@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
@@ -48,11 +49,17 @@ def _parse(magic: Any, line: str) -> Any:
 class DurableMagics(Magics):
     """Cell magics that make notebook code durable."""
 
+    @property
+    def _ipython(self) -> InteractiveShell:
+        """The shell the magics were registered with (always set once loaded)."""
+        assert self.shell is not None
+        return self.shell
+
     def _compile(self, cell: str) -> tuple[str, ast.Module, str]:
         """IPython-transform a cell and register its source so tracebacks show its lines."""
-        code = self.shell.transform_cell(cell)
+        code = self._ipython.transform_cell(cell)
         # IPython counts the running cell before executing it: its number is one less.
-        filename = self.shell.compile.cache(code, self.shell.execution_count - 1)
+        filename = self._ipython.compile.cache(code, self._ipython.execution_count - 1)
         try:
             tree = ast.parse(code, filename)
         except SyntaxError as exc:
@@ -84,7 +91,7 @@ class DurableMagics(Magics):
                 "%%activity: the cell defines no function. Write `def name(...):` at the top "
                 "level of the cell; each such function becomes an activity."
             )
-        ns = self.shell.user_ns
+        ns = self._ipython.user_ns
         exec(compile(tree, filename, "exec"), ns)  # noqa: S102 - the user's own cell
         for name, source in functions.items():
             ns[name] = Activity(ns[name], policy, name=name, source=source)
@@ -142,11 +149,12 @@ class DurableMagics(Magics):
             raise UsageError("%%workflow cannot run inside another workflow")
         code, tree, filename = self._compile(cell)
         last_expr = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last_expr = ast.Expression(tree.body.pop().value)
+        if tree.body and isinstance(last := tree.body[-1], ast.Expr):
+            tree.body.pop()
+            last_expr = ast.Expression(last.value)
         body_code = compile(tree, filename, "exec")
         expr_code = compile(last_expr, filename, "eval") if last_expr else None
-        ns = self.shell.user_ns
+        ns = self._ipython.user_ns
 
         def body() -> Any:
             __tracebackhide__ = True
@@ -162,7 +170,7 @@ class DurableMagics(Magics):
             print(notice)
         return opts, ctx, body
 
-    @line_magic("workflow")
+    @line_magic("workflow")  # type: ignore[arg-type]  # IPython types the named form as Never
     def workflow_line(self, line: str) -> Any:
         """``%workflow resume RUN_ID``: continue a run from the journal's record of its cell.
 
@@ -200,7 +208,7 @@ class DurableMagics(Magics):
         activities = client.query(
             "SELECT name, arg_max(meta->>'cell', id) AS cell FROM events WHERE run_id = ? "
             "AND kind = 'activity_code' GROUP BY name", [run_id]).to_pylist()
-        ns = self.shell.user_ns
+        ns = self._ipython.user_ns
         missing: dict[str, list[str]] = {}  # recorded %%activity cell -> activities it makes
         for a in activities:
             if a["cell"] and not isinstance(ns.get(a["name"]), Activity):

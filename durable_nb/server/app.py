@@ -29,6 +29,7 @@ from typing import Any
 import zmq
 
 from durable_nb.errors import DurableError, JournalUnavailable, RunBusy, RunFinished, RunNotFound
+from durable_nb.journal import schema
 from durable_nb.journal.home import DB_FILE, SERVER_FILE, ipc_endpoint, journal_home
 from durable_nb.journal.schema import EVENT_COLUMNS, Event, check_event, event
 from durable_nb.journal.store import JournalStore
@@ -152,11 +153,10 @@ class JournalServer:
         """Record a signal (a name and a JSON value) for a run that is not over."""
         name = msg.get("name")
         run_id, state = self._run(msg)
-        if not isinstance(name, str) or not name.strip() or len(name) > 200:
-            raise ValueError("a signal needs a non-empty 'name' (at most 200 characters)")
+        schema.check_signal_name(name)  # ValueError, before anything is acknowledged
         if state.over:
             raise RunFinished(f"run {run_id} is {state.status}; it takes no more signals")
-        value = json.dumps(msg.get("value"))
+        value = schema.signal_json(msg.get("value"))
         self._stage([event(run_id, "signal", name=name, data_json=value,
                                  preview=value[:200])])
         return {"run_id": run_id, "name": name}

@@ -52,11 +52,7 @@ class WriteAheadLog:
                     if (n := segment_number(p)) is not None]
         leftovers = [p for _, p in sorted(numbered)]
         for path in leftovers:  # events acknowledged before a crash or a stop
-            old = Segment(path)
-            try:
-                store.insert(old.read())
-            finally:
-                old.close()
+            store.load_segment(path)
         if leftovers:
             store.checkpoint()
         for path in leftovers:

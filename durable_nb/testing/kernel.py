@@ -142,9 +142,10 @@ class KernelSession:
     # -- killing -----------------------------------------------------------------------------
     def kill(self) -> None:
         """SIGKILL the kernel process, as the OOM killer would."""
-        assert self.pid is not None and self.km is not None
+        km = self.km
+        assert self.pid is not None and km is not None
         os.kill(self.pid, signal.SIGKILL)
-        wait_until(lambda: not self.km.is_alive(), 30, interval=0.05)
+        wait_until(lambda: not km.is_alive(), 30, interval=0.05)
         self._pending.clear()
 
     def interrupt(self) -> None:
@@ -167,7 +168,7 @@ class KernelSession:
             else:
                 self.km.cleanup_resources()
             self.km = None
-        if getattr(self, "_runtime", None):
+        if self._runtime:
             shutil.rmtree(self._runtime, ignore_errors=True)
             self._runtime = None
         self._pending.clear()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from pathlib import Path
 
@@ -68,3 +70,99 @@ def test_activity_called_outside_a_workflow_is_a_plain_call(journal_home: Path):
 
     assert add(2, 3) == 5
     assert not (journal_home / "server.json").exists()  # the journal was never touched
+
+
+CAFE = os.fsdecode(b"caf\xe9.csv")  # 'caf\udce9.csv': not UTF-8 on disk
+
+
+def test_strings_with_lone_surrogates_in_arguments_and_results_replay_exactly(
+        journal_home: Path):
+    ran: list[str] = []
+
+    @durable_nb.activity
+    def rename(name: str, extra: dict) -> dict:
+        ran.append(name)
+        return {"old": name, "new": name.replace(".csv", ".bak"), **extra}
+
+    def body() -> list:
+        return [rename(CAFE, {"\udc80key": [CAFE]}), rename("plain.csv", {})]
+
+    live = open_run("rename").execute(body)
+    replayed = open_run("rename").execute(body)
+    assert replayed == live and ran == [CAFE, "plain.csv"]  # replayed, not re-run
+    assert replayed[0]["new"] == "caf\udce9.bak"
+    steps = durable_nb.steps(durable_nb.runs(workflow="rename").run_id[0])
+    assert list(steps.status) == ["completed", "completed"]
+    assert "'new': 'caf\\udce9.bak'" in json.loads(steps.result[0])  # the preview, escaped
+
+
+def test_a_result_too_long_for_json_fails_its_step_with_a_payload_error(journal_home: Path):
+    @durable_nb.activity
+    def ok() -> int:
+        return 1
+
+    @durable_nb.activity
+    def huge() -> int:
+        return 10**5000
+
+    ctx = open_run("huge")
+    with pytest.raises(durable_nb.PayloadError) as info:
+        ctx.execute(lambda: [ok(), huge()])
+    message = str(info.value)
+    assert message.startswith("cannot record the result of huge() at step 1: value of type "
+                              "builtins.int cannot be written as JSON")
+    assert "str(value)" in message
+    steps = durable_nb.steps(ctx.run_id)
+    assert list(steps.status) == ["completed", "failed"]
+    assert steps.error[1].startswith("PayloadError: cannot record the result of huge()")
+    assert durable_nb.runs(workflow="huge").status[0] == "failed"
+
+
+def test_an_argument_too_long_for_json_is_a_payload_error_before_the_step_runs(
+        journal_home: Path):
+    ran: list[int] = []
+
+    @durable_nb.activity
+    def digits(n: int) -> int:
+        ran.append(1)
+        return 0
+
+    with pytest.raises(durable_nb.PayloadError,
+                       match=r"argument 1 \('n'\) of digits\(\) at step 0: value of type "
+                             "builtins.int cannot be written as JSON"):
+        open_run("digits").execute(lambda: digits(10**5000))
+    assert ran == []
+
+
+def test_sys_exit_in_an_activity_fails_its_step_naming_system_exit(journal_home: Path):
+    import sys
+
+    calls: list[int] = []
+
+    @durable_nb.activity(retries=3, backoff=0)
+    def quit_early(code: int) -> int:
+        calls.append(code)
+        sys.exit(code)
+
+    ctx = open_run("exits")
+    with pytest.raises(durable_nb.ActivityFailed) as info:
+        ctx.execute(lambda: quit_early(3))
+    assert isinstance(info.value.cause, SystemExit)
+    assert "(not retried: the activity called sys.exit()): SystemExit: 3" in str(info.value)
+    assert calls == [3]
+    steps = durable_nb.steps(ctx.run_id)
+    assert list(steps.status) == ["failed"] and steps.error[0] == "SystemExit: 3"
+    (run,) = durable_nb.runs(workflow="exits").itertuples()
+    assert run.status == "failed" and "SystemExit: 3" in run.error
+
+
+def test_keyboard_interrupt_in_an_activity_still_abandons_the_step(journal_home: Path):
+    @durable_nb.activity
+    def stop() -> None:
+        raise KeyboardInterrupt
+
+    ctx = open_run("interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        ctx.execute(stop)
+    assert list(durable_nb.steps(ctx.run_id).status) == ["abandoned"]
+    assert durable_nb.runs(workflow="interrupted").status[0] == "interrupted"

@@ -175,3 +175,44 @@ def test_call_hash_of_sets_of_strings_is_stable_across_hash_seeds() -> None:
     words = {f"word{i}" for i in range(50)}
     here = call_hash((words, frozenset(["x", "y", "z"])), {"tags": {"alpha", "beta", "gamma"}})
     assert here == hash1
+
+
+CAFE = os.fsdecode(b"caf\xe9.csv")  # an undecodable byte of a file name: 'caf\udce9.csv'
+
+
+@pytest.mark.parametrize(
+    "value",
+    [CAFE, [CAFE, 1], {"file": CAFE}, {CAFE: 1}, {"deep": [{"x": "\ud800"}]}],
+    ids=["str", "in-list", "dict-value", "dict-key", "lone-high-surrogate"],
+)
+def test_strings_with_lone_surrogates_are_pickled_and_decode_exactly(value: Any) -> None:
+    payload = encode(value, what="result")
+    assert payload.json is None and payload.pickle_b64 is not None  # DuckDB's JSON refuses it
+    back = decode(payload.json, payload.pickle_b64)
+    assert back == value and type(back) is type(value)
+    payload.preview.encode("utf-8")  # the preview is storable text
+
+
+def test_preview_escapes_a_lone_surrogate_from_a_repr() -> None:
+    class FileRef:
+        def __repr__(self) -> str:
+            return f"FileRef({CAFE})"
+
+    assert preview(FileRef()) == "FileRef(caf\\xe9.csv)"
+    assert preview(CAFE) == "'caf\\udce9.csv'"  # repr() of a str already escapes it
+
+
+def test_call_hash_of_surrogate_strings_is_stable_and_distinct() -> None:
+    assert call_hash((CAFE,), {}) == call_hash((os.fsdecode(b"caf\xe9.csv"),), {})
+    assert call_hash((CAFE,), {}) != call_hash(("caf\\xe9.csv",), {})
+
+
+def test_an_int_too_long_for_json_is_a_payload_error_naming_path_type_and_way_out() -> None:
+    with pytest.raises(PayloadError) as info:
+        encode({"n": 10**5000}, what="the result of big() at step 1")
+    message = str(info.value)
+    assert message.startswith("cannot record the result of big() at step 1: value['n'] of "
+                              "type builtins.int cannot be written as JSON")
+    assert "str(value)" in message and "sys.set_int_max_str_digits()" in message
+    assert isinstance(info.value.__cause__, ValueError)
+    assert call_hash((10**5000,), {}) == call_hash((10**5000,), {})  # hashing does not raise

@@ -13,6 +13,7 @@ import duckdb
 import pytest
 
 from durable_nb.errors import JournalCorrupted, JournalUnavailable
+from durable_nb.journal.quarantine import QUARANTINE_DIR, read_quarantine
 from durable_nb.journal.schema import SCHEMA_VERSION
 from durable_nb.journal.store import JournalStore
 
@@ -257,3 +258,67 @@ def test_insert_of_many_events_keeps_every_event_and_its_id(store: JournalStore,
     assert rows(store, "SELECT count(*) AS n, min(id) AS lo, max(id) AS hi FROM events") == [
         {"n": 5_000, "lo": 1, "hi": 5_000}]
     assert store.max_id() == 5_000
+
+
+def test_events_duckdb_cannot_load_are_quarantined_and_the_others_loaded(
+        store: JournalStore, events: Events, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """As an older server or a bug could have acknowledged them: bisection finds each one."""
+    good = [events("wf-1", "run_started", name="wf")]
+    good += [events("wf-1", "step_started", seq=i, attempt=1, name="a") for i in range(50)]
+    bad = [
+        events("wf-1", "step_failed", seq=3, attempt=1, name="a", error="caf\udce9.csv"),
+        events("wf-1", "step_completed", seq=7, attempt=1, name="a",
+               data_json=json.dumps("caf\udce9.csv")),  # loads as text, but not as JSON
+        events("wf-1", "step_completed", seq=9, attempt=1, name="a", data_pickle="abc"),
+        events("wf-1", "step_started", seq=11, attempt=1, name="a", ts=1e300),
+    ]
+    batch = good[:20] + bad[:2] + good[20:40] + bad[2:] + good[40:]
+    with caplog.at_level("ERROR", logger="durable_nb.journal"):
+        path = store.insert(batch)
+
+    assert path is not None and path.parent == tmp_path / QUARANTINE_DIR
+    assert path.name.endswith("-1.jsonl")
+    records = read_quarantine(path)
+    assert [r["event"] for r in records] == bad  # kept exactly as appended
+    errors = [r["error"] for r in records]
+    assert "surrogates not allowed" in errors[0]
+    assert "data_json of event" in errors[1] and "not JSON DuckDB can read" in errors[1]
+    assert errors[2].startswith("Error: ")  # binascii.Error: bad base64
+    assert "out of range" in errors[3]
+    assert rows(store, "SELECT count(*) AS n FROM events") == [{"n": len(good)}]
+    assert len(rows(store, "SELECT * FROM steps")) == 50  # the views still query
+    assert rows(store, "SELECT status FROM runs") == [{"status": "running"}]
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert str(path) in line and all(e["eid"] in line for e in bad)
+    assert "the other 51 event(s) of the batch are loaded" in line
+
+
+def test_a_clean_batch_writes_no_quarantine_file(store: JournalStore, events: Events,
+                                                 tmp_path: Path) -> None:
+    assert store.insert([events("wf-1", "run_started", name="wf")]) is None
+    assert not (tmp_path / QUARANTINE_DIR).exists()
+
+
+def test_unreadable_json_written_by_older_versions_is_re_encoded_on_open(tmp_path: Path):
+    """A result string with a lone surrogate, stored as JSON text DuckDB refuses, used to
+    break the steps view for every run; opening the journal now repairs the row."""
+    from durable_nb.journal.codec import decode
+
+    path = tmp_path / "journal.duckdb"
+    JournalStore(path).close()
+    raw = duckdb.connect(str(path))
+    raw.execute(
+        "INSERT INTO events (id, eid, ts, run_id, kind, seq, attempt, name, data_json, "
+        "preview, meta) VALUES (1, 'old-1', now(), 'r-1', 'step_completed', 0, 1, 'load', "
+        "?, 'x', ?)", ['"caf\\udce9.csv"', '{"notebook": "caf\\udce9.ipynb"}'])
+    raw.close()
+    store = JournalStore(path)
+    try:
+        steps = store.query("SELECT result FROM steps").to_pylist()  # the view reads again
+        row = store.query("SELECT data_json, data_pickle, meta FROM events").to_pylist()[0]
+    finally:
+        store.close()
+    assert len(steps) == 1
+    assert decode(row["data_json"], row["data_pickle"]) == "caf\udce9.csv"
+    assert "caf" in row["meta"] and "\\udce9" not in row["meta"]

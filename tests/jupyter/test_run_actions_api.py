@@ -82,6 +82,8 @@ async def test_signal_is_recorded_with_its_json_value(api, journal):
     ('{"name": "  "}', "'name' must be a non-empty string"),
     ('{"name": 7}', "'name' must be a non-empty string of at most 200 characters, got 7"),
     (json.dumps({"name": "x" * 201}), "at most 200 characters"),
+    ('{"name": "\\udce9"}', "the signal name '\\xe9' holds a lone surrogate U+DCE9"),
+    ('{"name": "go", "value": ["caf\\udce9"]}', "the signal value holds a lone surrogate"),
 ])
 async def test_bad_signal_bodies_are_400_with_a_message(api, journal, raw, message):
     make_run(journal, "sweep-1")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import durable_nb
 from durable_nb.testing import KernelSession
+from tests.kernel.conftest import effect_counts
 
 
 def test_bad_magic_arguments_print_usage(kernel: KernelSession):
@@ -93,3 +94,43 @@ def test_corrupted_journal_file_names_the_file_and_how_to_recover(journal_home: 
         kernel.run("%%workflow w\nx = f()\n").raise_for_error()
     assert (journal_home / "journal.duckdb.corrupt").read_bytes() == garbage
     assert list(durable_nb.runs().status) == ["completed"]
+
+
+def reader_cell(effects: Path, *, broken: bool) -> str:
+    """An activity that fails, when ``broken``, on a file name that is not UTF-8."""
+    fail = "    if i == 1:\n        raise ValueError(os.fsdecode(b'caf\\xe9.csv'))\n" \
+        if broken else ""
+    return (
+        "%%activity\n"
+        "import os\n"
+        "def read(i):\n"
+        f"    with open({str(effects)!r}, 'a') as f:\n"
+        "        f.write(f'start {i}\\n')\n"
+        f"{fail}"
+        f"    with open({str(effects)!r}, 'a') as f:\n"
+        "        f.write(f'done {i}\\n')\n"
+        "    return i\n"
+    )
+
+
+def test_a_failure_on_an_undecodable_file_name_is_recorded_and_the_fixed_run_resumes(
+        kernel: KernelSession, effects: Path):
+    workflow = "%%workflow files\nresults = [read(i) for i in range(3)]\n"
+    kernel.run(reader_cell(effects, broken=True)).raise_for_error()
+    out = kernel.run(workflow)
+    assert out.ename == "ActivityFailed"
+    assert "failed at step 1 of run files-1" in out.evalue
+    assert "ValueError: caf\\xe9.csv" in out.evalue  # readable, the byte escaped
+    steps = durable_nb.steps("files-1")
+    assert list(steps.status) == ["completed", "failed"]
+    assert steps.error[1] == "ValueError: caf\\xe9.csv"
+    assert durable_nb.runs().iloc[0].status == "failed"
+
+    kernel.run(reader_cell(effects, broken=False)).raise_for_error()
+    fixed = kernel.run(workflow).raise_for_error()
+    assert "files-1 completed: 3 steps (1 replayed, 2 ran)" in fixed.stdout
+    assert kernel.run("print(results)").raise_for_error().stdout.strip() == "[0, 1, 2]"
+    counts = effect_counts(effects)
+    assert counts["start 0"] == 1 and counts["done 0"] == 1  # the completed step not re-run
+    assert counts["start 1"] == 2 and counts["done 1"] == 1 and counts["done 2"] == 1
+    assert list(durable_nb.steps("files-1").status) == ["completed"] * 3

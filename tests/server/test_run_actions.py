@@ -54,7 +54,7 @@ def test_signal_is_recorded_with_its_json_value(harness, client):
     client.call("signal", run_id=run_id, name="approve", value={"by": "ana", "ok": True})
     rows = client.query("SELECT name, data_json FROM events WHERE kind = 'signal'").to_pylist()
     assert rows == [{"name": "approve", "data_json": '{"by": "ana", "ok": true}'}]
-    with pytest.raises(ValueError, match="non-empty 'name'"):
+    with pytest.raises(ValueError, match="'name' must be a non-empty string"):
         client.call("signal", run_id=run_id, name="  ", value=1)
 
 
