@@ -440,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("another journal server holds %s; exiting", home)
         return 0
     try:
+        endpoint = ipc_endpoint(home)  # refuses a socket directory others control
         server = JournalServer(home, idle_timeout=args.idle_timeout)
     except Exception as exc:  # whatever stops the start, the waiting client is told why
         kind = type(exc).__name__ if isinstance(exc, DurableError) else "JournalUnavailable"
@@ -448,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "stopping", True))
     try:
-        server.serve(ipc_endpoint(home))
+        server.serve(endpoint)
     finally:
         info = read_server_info(home)
         if info and info.get("pid") == os.getpid():

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import zmq
 
-from durable_nb.journal.home import SEGMENT_FILE, ipc_endpoint
+from durable_nb.journal.home import SEGMENT_FILE, temp_socket_dir
 from durable_nb.server import protocol
 from durable_nb.server.client import JournalClient
 from durable_nb.server.discovery import pid_alive, read_server_info, wait_until
@@ -94,10 +94,7 @@ def stop_servers(home: Path) -> None:
         _reap(int(info["pid"]))
     for pid in pids:
         _reap(pid)
-    with contextlib.suppress(Exception):
-        endpoint = ipc_endpoint(home)[len("ipc://"):]
-        if not endpoint.startswith(str(home)):  # the short-path fallback in the temp dir
-            shutil.rmtree(Path(endpoint).parent, ignore_errors=True)
+    shutil.rmtree(temp_socket_dir(home), ignore_errors=True)  # the short-path fallback
 
 
 class Harness:
