@@ -7,11 +7,15 @@ processes throughout; the other user is a real OS account when the tests run as 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,11 +25,18 @@ import pytest
 
 from durable_nb.errors import JournalUnavailable
 from durable_nb.journal.home import ipc_endpoint, temp_socket_dir
-from durable_nb.server.discovery import pid_alive, read_server_info
+from durable_nb.server.client import PING_TIMEOUT
+from durable_nb.server.discovery import (
+    is_journal_server,
+    pid_alive,
+    read_server_info,
+    write_server_info,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
 OTHER_USER = "dnb_intruder"
+SLEEPER = "import time; print('up', flush=True); time.sleep(120)"
 # Another user's listener in the socket directory they made first (stdlib only: it runs
 # on the system Python, the project's venv may not be readable by that user).
 SQUATTER = """
@@ -203,3 +214,39 @@ def test_an_xdg_runtime_dir_others_can_enter_is_passed_over(harness, runtime_dir
     home = deep_home(harness)
     assert harness.client(home).ping()["ok"]
     assert read_server_info(home)["endpoint"] == f"ipc://{temp_socket_dir(home) / 's'}"
+
+
+# -- finding the server -------------------------------------------------------------------
+
+
+def test_server_json_naming_an_unrelated_live_pid_costs_no_wait(
+        harness, home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    first = harness.client()
+    first.ping()
+    endpoint = read_server_info(home)["endpoint"]
+    stop_server(first)
+    # After a reboot, the pid in server.json belongs to something else.
+    squatter = started(harness, [sys.executable, "-c", SLEEPER])
+    write_server_info(home, {"pid": squatter.pid, "endpoint": endpoint})
+    assert not is_journal_server(squatter.pid)
+
+    caplog.set_level(logging.INFO, logger="durable_nb")
+    began = time.monotonic()
+    pid = harness.client().server_pid
+    elapsed = time.monotonic() - began
+
+    assert pid != squatter.pid and harness.server_processes() == [pid]
+    waits = [r.getMessage() for r in caplog.records if "to answer" in r.getMessage()]
+    assert waits == [], waits
+    assert elapsed < 2 * PING_TIMEOUT, elapsed  # before: two ping timeouts, then the start
+
+
+def test_a_journal_server_is_known_by_its_command_line(harness) -> None:
+    unrelated = started(harness, [sys.executable, "-c", SLEEPER])
+    assert pid_alive(unrelated.pid) and not is_journal_server(unrelated.pid)
+    client = harness.client()
+    assert is_journal_server(client.server_pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(unrelated.pid, signal.SIGKILL)
+    unrelated.wait(10)
+    assert not is_journal_server(unrelated.pid)
