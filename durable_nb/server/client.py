@@ -26,7 +26,7 @@ import zmq
 from durable_nb import errors
 from durable_nb.journal.home import journal_home
 from durable_nb.journal.schema import Event
-from durable_nb.server import protocol
+from durable_nb.server import auth, protocol
 from durable_nb.server.discovery import (
     LOG_FILE,
     WaitNotice,
@@ -122,7 +122,8 @@ class JournalClient:
             self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(info["endpoint"])
+        if not auth.connect(sock, self.home, info["endpoint"], PING_TIMEOUT):
+            return False
         hello = protocol.dumps({"id": -1, "op": "hello", "pid": os.getpid(),
                                 "token": self._token})
         sock.send(hello)

@@ -1,13 +1,15 @@
-"""Only this OS user reaches the journal server: its socket directory is checked, not trusted.
+"""Only this OS user reaches the journal server, and only the real server reaches its clients.
 
-The socket lives in a directory this user owns with mode 0700 (checked, never assumed), so
-another local user cannot put a socket of their own where clients look for the server. Real
+The socket lives in a directory this user owns with mode 0700 (checked, never assumed), and
+both ends prove they hold the home's keys (CURVE), so another local user can neither answer
+for the server (and have a kernel unpickle what they send) nor ask it anything. Real
 processes throughout; the other user is a real OS account when the tests run as root.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import pwd
@@ -22,9 +24,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from durable_nb.errors import JournalUnavailable
-from durable_nb.journal.home import ipc_endpoint, temp_socket_dir
+from durable_nb.journal import codec
+from durable_nb.journal.home import ipc_endpoint, journal_home, temp_socket_dir
+from durable_nb.server import auth, protocol
 from durable_nb.server.client import PING_TIMEOUT
 from durable_nb.server.discovery import (
     is_journal_server,
@@ -37,6 +43,9 @@ pytestmark = pytest.mark.timeout(120)
 
 OTHER_USER = "dnb_intruder"
 SLEEPER = "import time; print('up', flush=True); time.sleep(120)"
+# The same, with a command line that passes for a journal server's.
+LOOKALIKE = [sys.executable, "-c", SLEEPER, "-m", "durable_nb.server"]
+
 # Another user's listener in the socket directory they made first (stdlib only: it runs
 # on the system Python, the project's venv may not be readable by that user).
 SQUATTER = """
@@ -53,6 +62,40 @@ while True:
     s.accept()
     print("connection", flush=True)
 """
+
+# A process at the journal's endpoint without the home's keys, answering every request
+# with a pickle that would write a marker file when unpickled.
+FAKE_SERVER = """
+import json, os, pickle, sys
+import pyarrow as pa, zmq
+endpoint, server_json, marker, mode = sys.argv[1:5]
+
+class Poison:
+    def __reduce__(self):
+        return (exec, (f"open({marker!r}, 'w').write('unpickled')",))
+
+table = pa.table({"data_pickle": pa.array([pickle.dumps(Poison())], pa.binary())})
+sink = pa.BufferOutputStream()
+with pa.ipc.new_stream(sink, table.schema) as writer:
+    writer.write_table(table)
+ctx = zmq.Context()
+sock = ctx.socket(zmq.ROUTER)
+if mode == "curve with keys of its own":
+    public, secret = zmq.curve_keypair()
+    sock.curve_server = True
+    sock.curve_secretkey, sock.curve_publickey = secret, public
+sock.bind(endpoint)
+with open(server_json, "w") as f:
+    json.dump({"pid": os.getpid(), "endpoint": endpoint}, f)
+print("up", flush=True)
+while True:
+    ident, frame, *_ = sock.recv_multipart()
+    print("request", flush=True)
+    request = json.loads(frame)
+    reply = {"id": request.get("id"), "ok": True, "pid": os.getpid(), "protocol": 1, "rows": 1}
+    sock.send_multipart([ident, json.dumps(reply).encode(), sink.getvalue().to_pybytes()])
+"""
+
 
 def deep_home(harness) -> Path:
     """A home too deep for a unix socket path: its socket falls back to the temp dir."""
@@ -150,6 +193,22 @@ def test_a_socket_directory_another_user_made_first_stops_the_server_start(
     assert heard(squatter) == ""  # nobody ever connected to the other user's socket
 
 
+def test_a_client_does_not_connect_into_a_socket_directory_another_user_made(
+        harness, other_user) -> None:
+    # server.json (ours, in the private home) still names the temp dir, which the other
+    # user took over after it was cleaned away.
+    home = journal_home(deep_home(harness))
+    directory = temp_socket_dir(home)
+    squatter = squat(harness, other_user, directory)
+    lookalike = started(harness, LOOKALIKE)
+    write_server_info(home, {"pid": lookalike.pid, "endpoint": f"ipc://{directory / 's'}"})
+
+    with pytest.raises(JournalUnavailable, match="refusing the journal socket directory"):
+        harness.client(home).ping()
+
+    assert heard(squatter) == ""
+
+
 @pytest.mark.parametrize("spoil", ["mode 0755", "a symlink", "a file"])
 def test_a_socket_directory_that_is_not_a_private_directory_is_refused(
         harness, tmp_path: Path, spoil: str) -> None:
@@ -216,19 +275,120 @@ def test_an_xdg_runtime_dir_others_can_enter_is_passed_over(harness, runtime_dir
     assert read_server_info(home)["endpoint"] == f"ipc://{temp_socket_dir(home) / 's'}"
 
 
+# -- the home's keys ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["plain zmq", "curve with keys of its own"])
+def test_a_server_without_the_home_keys_is_refused_and_nothing_it_sends_is_unpickled(
+        harness, home: Path, tmp_path: Path, mode: str) -> None:
+    journal_home(home)
+    marker = tmp_path / "unpickled"
+    fake = started(harness, [sys.executable, "-c", FAKE_SERVER, ipc_endpoint(home),
+                             str(home / "server.json"), str(marker), mode,
+                             "-m", "durable_nb.server"])
+    assert is_journal_server(fake.pid)  # its command line passes: only the keys tell
+
+    client = harness.client(home)
+    with pytest.raises(JournalUnavailable) as refused:
+        table = client.query("SELECT data_pickle FROM events")
+        [codec.decode(None, raw) for raw in table.column("data_pickle").to_pylist()]
+
+    assert "refusing the process listening at" in str(refused.value)
+    assert f"it is not the journal server of {home}" in str(refused.value)
+    assert not marker.exists()
+    assert heard(fake) == ""  # not even the hello reached it
+
+
+def test_a_client_without_the_home_keys_gets_no_answer(harness, home: Path) -> None:
+    client = harness.client()
+    client.append([harness.event()])
+    endpoint = read_server_info(home)["endpoint"]
+    query = protocol.dumps({"id": 1, "op": "query", "sql": "SELECT * FROM events"})
+    ctx = zmq.Context()
+    try:
+        plain = ctx.socket(zmq.DEALER)
+        plain.linger = 0
+        plain.connect(endpoint)
+        plain.send(query)
+        # A stranger who even knows the server's public key, with a client key of its own.
+        stranger = ctx.socket(zmq.DEALER)
+        stranger.linger = 0
+        stranger.curve_serverkey = auth.HomeKeys.of(home).server_public
+        stranger.curve_publickey, stranger.curve_secretkey = zmq.curve_keypair()
+        monitor = stranger.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+        stranger.connect(endpoint)
+        stranger.send(query)
+        assert monitor.poll(10_000), "the server did not refuse the stranger's key"
+        assert recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        assert not plain.poll(2000) and not stranger.poll(0)
+        stranger.disable_monitor()
+        for sock in (monitor, plain, stranger):
+            sock.close()
+    finally:
+        ctx.term()
+    assert client.query("SELECT count(*) AS n FROM events").column("n")[0].as_py() == 1
+
+
+@pytest.mark.parametrize("spoil", ["mode 0644", "a symlink", "owned by another user"])
+def test_a_key_file_others_could_read_or_swap_is_refused(
+        harness, home: Path, tmp_path: Path, spoil: str) -> None:
+    stop_server(harness.client())
+    keys = home / auth.KEYS_FILE
+    if spoil == "mode 0644":
+        keys.chmod(0o644)
+        expected = "its mode is 0644, not 0600"
+    elif spoil == "a symlink":
+        moved = tmp_path / "elsewhere.keys"
+        keys.rename(moved)
+        keys.symlink_to(moved)
+        expected = "it cannot be opened as a file"
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("needs root to give the key file to another user")
+        os.chown(keys, 65534, 65534)
+        expected = f"it is owned by uid 65534, not by you (uid {os.getuid()})"
+
+    with pytest.raises(JournalUnavailable) as refused:
+        harness.client().ping()
+
+    assert f"refusing the journal key file {keys}: {expected}" in str(refused.value)
+    assert "chmod 600" in str(refused.value)
+
+
+def test_first_starts_racing_to_make_the_keys_agree_on_one_file(harness, home: Path) -> None:
+    journal_home(home)
+    go = home / "go"
+    code = ("import os, time; from pathlib import Path; from durable_nb.server.auth import "
+            f"HomeKeys\nwhile not os.path.exists({str(go)!r}): time.sleep(0.001)\n"
+            f"print(HomeKeys.of(Path({str(home)!r})).server_public.decode())")
+    procs = [harness.python(code) for _ in range(6)]
+    time.sleep(0.5)  # let them all reach the starting line
+    go.touch()
+    keys = set()
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        keys.add(out.strip())
+    assert len(keys) == 1
+    assert keys == {auth.HomeKeys.of(home).server_public.decode()}
+    assert stat.S_IMODE((home / auth.KEYS_FILE).stat().st_mode) == 0o600
+
+
 # -- finding the server -------------------------------------------------------------------
 
 
-def test_server_json_naming_an_unrelated_live_pid_costs_no_wait(
-        harness, home: Path, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("stale", ["an unrelated process", "a process that looks like one"])
+def test_server_json_naming_a_live_pid_that_serves_nothing_costs_no_wait(
+        harness, home: Path, caplog: pytest.LogCaptureFixture, stale: str) -> None:
     first = harness.client()
     first.ping()
     endpoint = read_server_info(home)["endpoint"]
     stop_server(first)
     # After a reboot, the pid in server.json belongs to something else.
-    squatter = started(harness, [sys.executable, "-c", SLEEPER])
+    squatter = started(harness, LOOKALIKE if stale != "an unrelated process"
+                       else [sys.executable, "-c", SLEEPER])
     write_server_info(home, {"pid": squatter.pid, "endpoint": endpoint})
-    assert not is_journal_server(squatter.pid)
+    assert is_journal_server(squatter.pid) == (stale != "an unrelated process")
 
     caplog.set_level(logging.INFO, logger="durable_nb")
     began = time.monotonic()
@@ -236,9 +396,29 @@ def test_server_json_naming_an_unrelated_live_pid_costs_no_wait(
     elapsed = time.monotonic() - began
 
     assert pid != squatter.pid and harness.server_processes() == [pid]
-    waits = [r.getMessage() for r in caplog.records if "to answer" in r.getMessage()]
+    waits = [r.getMessage() for r in caplog.records
+             if "to answer" in r.getMessage() or "handshake" in r.getMessage()]
     assert waits == [], waits
     assert elapsed < 2 * PING_TIMEOUT, elapsed  # before: two ping timeouts, then the start
+
+
+def test_a_server_that_does_not_answer_is_named_after_a_second(
+        harness, home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    client = harness.client()
+    pid = client.server_pid
+    endpoint = read_server_info(home)["endpoint"]
+    ctx = zmq.Context()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with caplog.at_level(logging.WARNING, logger="durable_nb"):
+            assert not auth.connect(ctx.socket(zmq.DEALER), home, endpoint, timeout=1.6)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        ctx.term()
+    said = [r.getMessage() for r in caplog.records if "handshake" in r.getMessage()]
+    assert said == [f"still waiting for the journal server at {endpoint} to complete the "
+                    "handshake; giving up after 2 s"]
+    assert client.ping()["pid"] == pid
 
 
 def test_a_journal_server_is_known_by_its_command_line(harness) -> None:
@@ -250,3 +430,13 @@ def test_a_journal_server_is_known_by_its_command_line(harness) -> None:
         os.kill(unrelated.pid, signal.SIGKILL)
     unrelated.wait(10)
     assert not is_journal_server(unrelated.pid)
+
+
+def test_the_home_keys_are_a_private_file_of_this_user(harness, home: Path) -> None:
+    assert harness.client().ping()["ok"]
+    keys = home / auth.KEYS_FILE
+    st = os.lstat(keys)
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_uid == os.getuid()
+    assert set(json.loads(keys.read_text())) == {
+        "server_public", "server_secret", "client_public", "client_secret"}
