@@ -58,11 +58,16 @@ def cmd_sql(args: argparse.Namespace) -> int:
 def cmd_server(args: argparse.Namespace) -> int:
     from durable_nb.journal.home import journal_home
     from durable_nb.server.client import JournalClient
-    from durable_nb.server.discovery import pid_alive, read_server_info, wait_until
+    from durable_nb.server.discovery import (
+        is_journal_server,
+        pid_alive,
+        read_server_info,
+        wait_until,
+    )
 
     home = journal_home()
     info = read_server_info(home)
-    running = bool(info and pid_alive(int(info["pid"])))
+    running = bool(info and is_journal_server(int(info["pid"])))
     if args.action == "status":
         if not running:
             print(f"no journal server running for {home}")

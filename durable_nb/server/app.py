@@ -33,7 +33,7 @@ from durable_nb.journal import schema
 from durable_nb.journal.home import DB_FILE, SERVER_FILE, ipc_endpoint, journal_home
 from durable_nb.journal.schema import EVENT_COLUMNS, Event, check_event, event
 from durable_nb.journal.store import JournalStore
-from durable_nb.server import protocol
+from durable_nb.server import auth, protocol
 from durable_nb.server.discovery import (
     ERROR_FILE,
     pid_alive,
@@ -330,7 +330,7 @@ class JournalServer:
     def serve(self, endpoint: str) -> None:
         sock = self.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 1000)
-        sock.bind(endpoint)
+        auth.bind(sock, self.home, endpoint)
         replies = self.ctx.socket(zmq.PULL)
         replies.bind(REPLIES_ENDPOINT)
         write_server_info(self.home, {"pid": os.getpid(), "endpoint": endpoint,
@@ -440,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("another journal server holds %s; exiting", home)
         return 0
     try:
+        endpoint = ipc_endpoint(home)  # refuses a socket directory others control
+        auth.HomeKeys.of(home)  # refuses a key file others could read
         server = JournalServer(home, idle_timeout=args.idle_timeout)
     except Exception as exc:  # whatever stops the start, the waiting client is told why
         kind = type(exc).__name__ if isinstance(exc, DurableError) else "JournalUnavailable"
@@ -448,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "stopping", True))
     try:
-        server.serve(ipc_endpoint(home))
+        server.serve(endpoint)
     finally:
         info = read_server_info(home)
         if info and info.get("pid") == os.getpid():

@@ -26,11 +26,14 @@ import zmq
 from durable_nb import errors
 from durable_nb.journal.home import journal_home
 from durable_nb.journal.schema import Event
-from durable_nb.server import protocol
+from durable_nb.server import auth, protocol
 from durable_nb.server.discovery import (
     LOG_FILE,
+    WaitNotice,
     file_lock,
+    is_journal_server,
     pid_alive,
+    poll_noting,
     read_server_info,
     spawn_server,
     startup_failure,
@@ -86,6 +89,8 @@ class JournalClient:
                 return
             deadline = time.monotonic() + START_TIMEOUT
             proc = spawn_server(self.home)
+            notice = WaitNotice(f"the journal server of {self.home} to start (its log: "
+                                f"{self.home / LOG_FILE})", START_TIMEOUT)
             while True:
                 info = read_server_info(self.home)
                 if proc.poll() is not None:
@@ -107,20 +112,23 @@ class JournalClient:
                         f"{START_TIMEOUT:.0f} s. See {self.home / LOG_FILE}; raise "
                         "DURABLE_NB_SERVER_START_TIMEOUT on a slow machine."
                     )
+                notice()
                 time.sleep(0.02)
 
     def _try_connect(self, info: dict[str, Any] | None) -> bool:
-        if not info or not pid_alive(int(info["pid"])):
+        if not info or not is_journal_server(int(info["pid"])):
             return False
         if self._ctx is None:
             self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(info["endpoint"])
+        if not auth.connect(sock, self.home, info["endpoint"], PING_TIMEOUT):
+            return False
         hello = protocol.dumps({"id": -1, "op": "hello", "pid": os.getpid(),
                                 "token": self._token})
         sock.send(hello)
-        if not sock.poll(int(PING_TIMEOUT * 1000)):
+        if not poll_noting(sock, PING_TIMEOUT, WaitNotice(
+                f"the journal server (pid {info['pid']}) to answer", PING_TIMEOUT)):
             sock.close()
             return False
         sock.recv_multipart()

@@ -1,14 +1,18 @@
 """Finding the journal server of a home, and starting one when nobody answers.
 
 ``server.json`` in the journal home says where the server listens. A client that finds no
-live server takes ``spawn.lock``, looks again (another client may have just started one),
-and starts ``python -m durable_nb.server`` in its own session so it outlives the kernel.
+live server there (a pid whose command line is a journal server's) takes ``spawn.lock``,
+looks again (another client may have just started one), and starts
+``python -m durable_nb.server`` in its own session so it outlives the kernel. A wait longer
+than a second says what it waits for.
 """
 
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,6 +22,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
+import zmq
+
 from durable_nb.errors import JournalCorrupted, JournalUnavailable
 from durable_nb.journal.home import SERVER_FILE
 
@@ -25,6 +31,9 @@ T = TypeVar("T")
 
 ERROR_FILE = "server.error"
 LOG_FILE = "server.log"
+NOTICE_AFTER = 1.0  # seconds a client waits silently before it says what it waits for
+
+log = logging.getLogger("durable_nb.client")
 
 
 def pid_alive(pid: int) -> bool:
@@ -41,6 +50,25 @@ def pid_alive(pid: int) -> bool:
         return state not in (b"Z", b"X")
     except (OSError, IndexError):
         return True
+
+
+def is_journal_server(pid: int) -> bool:
+    """True when ``pid`` is a live journal server, not just any live process.
+
+    After a reboot ``server.json`` may name a pid that now belongs to something else, and
+    waiting for it to answer stalls every client; its command line tells (on Linux; without
+    /proc a live pid is taken at its word). This only spares the wait: what keeps a process
+    that poses as the server out is the home's keys (``auth.py``), not this.
+    """
+    if not pid_alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return not os.path.isdir("/proc/self")
+    except OSError:  # another user's process: not our server
+        return False
+    return (b"-m", b"durable_nb.server") in itertools.pairwise(argv)
 
 
 def read_server_info(home: Path) -> dict[str, Any] | None:
@@ -99,6 +127,33 @@ def startup_failure(home: Path, proc: subprocess.Popen[bytes]) -> JournalUnavail
                    f"Last lines of {home / LOG_FILE}:\n{tail}")
     cls = JournalCorrupted if kind == "JournalCorrupted" else JournalUnavailable
     return cls(message)
+
+
+class WaitNotice:
+    """Says once, ``NOTICE_AFTER`` seconds into a wait, what it waits for: no stall is silent.
+
+    Call it while waiting. The line goes to logging (stderr by default), never to stdout.
+    """
+
+    def __init__(self, waiting_for: str, timeout: float) -> None:
+        self.message = f"still waiting for {waiting_for}; giving up after {timeout:.0f} s"
+        self.due = time.monotonic() + NOTICE_AFTER
+        self.said = False
+
+    def __call__(self) -> None:
+        if not self.said and time.monotonic() >= self.due:
+            self.said = True
+            log.warning("%s", self.message)
+
+
+def poll_noting(sock: zmq.Socket[bytes], timeout: float, notice: WaitNotice) -> bool:
+    """``sock.poll`` for up to ``timeout`` seconds that lets ``notice`` speak meanwhile."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if sock.poll(max(1, int(min(left, 0.25) * 1000))):
+            return True
+        notice()
+    return False
 
 
 def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.02) -> T:

@@ -2,9 +2,10 @@
 
 ``harness`` hands out journal homes under ``tmp_path`` and clients of them, and in teardown
 (even when the test failed) closes the clients and stops every server process it can find
-for those homes: the server named in ``server.json`` is asked to ``shutdown`` over the wire,
-then any ``python -m durable_nb.server --home H`` process left (found by its exact command
-line, so only this test's servers) gets SIGTERM, then SIGKILL if it lingers.
+for those homes: the server named in ``server.json`` is asked to ``shutdown`` over the wire
+(with the home's keys, like any client), then any ``python -m durable_nb.server --home H``
+process left (found by its exact command line, so only this test's servers) gets SIGTERM,
+then SIGKILL if it lingers.
 Servers also get a short idle timeout so that nothing outlives a crashed test run for long.
 """
 
@@ -25,8 +26,8 @@ from typing import Any
 import pytest
 import zmq
 
-from durable_nb.journal.home import SEGMENT_FILE, ipc_endpoint
-from durable_nb.server import protocol
+from durable_nb.journal.home import SEGMENT_FILE, temp_socket_dir
+from durable_nb.server import auth, protocol
 from durable_nb.server.client import JournalClient
 from durable_nb.server.discovery import pid_alive, read_server_info, wait_until
 
@@ -62,16 +63,16 @@ def sigkill(pid: int, timeout: float = 10.0) -> None:
     _reap(pid)
 
 
-def _ask_to_shut_down(endpoint: str) -> None:
+def _ask_to_shut_down(home: Path, endpoint: str) -> None:
     """Send ``shutdown`` over the wire: the server stops at once (SIGTERM waits for a poll)."""
     ctx = zmq.Context()
     try:
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(endpoint)
-        sock.send(protocol.dumps({"id": 1, "op": "shutdown"}))
-        sock.poll(2000)
-        sock.close()
+        if auth.connect(sock, home, endpoint, timeout=2.0):
+            sock.send(protocol.dumps({"id": 1, "op": "shutdown"}))
+            sock.poll(2000)
+            sock.close()
     finally:
         ctx.term()
 
@@ -81,7 +82,7 @@ def stop_servers(home: Path) -> None:
     info = read_server_info(home) if home.is_dir() else None
     if info and int(info["pid"]) in server_processes(home):
         with contextlib.suppress(Exception):
-            _ask_to_shut_down(str(info["endpoint"]))
+            _ask_to_shut_down(home, str(info["endpoint"]))
         wait_until(lambda: not pid_alive(int(info["pid"])), 10.0)
     pids = server_processes(home)
     for pid in pids:
@@ -94,10 +95,7 @@ def stop_servers(home: Path) -> None:
         _reap(int(info["pid"]))
     for pid in pids:
         _reap(pid)
-    with contextlib.suppress(Exception):
-        endpoint = ipc_endpoint(home)[len("ipc://"):]
-        if not endpoint.startswith(str(home)):  # the short-path fallback in the temp dir
-            shutil.rmtree(Path(endpoint).parent, ignore_errors=True)
+    shutil.rmtree(temp_socket_dir(home), ignore_errors=True)  # the short-path fallback
 
 
 class Harness:
