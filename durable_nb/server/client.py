@@ -43,6 +43,7 @@ log = logging.getLogger("durable_nb.client")
 
 START_TIMEOUT = float(os.environ.get("DURABLE_NB_SERVER_START_TIMEOUT", "30"))
 PING_TIMEOUT = 5.0
+START_NOTICE = 5.0  # seconds of a server start before the client says it still waits
 POLL_MS = 200
 
 
@@ -89,8 +90,10 @@ class JournalClient:
                 return
             deadline = time.monotonic() + START_TIMEOUT
             proc = spawn_server(self.home)
+            # A cold start (imports, opening DuckDB) takes about a second on a busy laptop:
+            # speak only when it is clearly slower than that.
             notice = WaitNotice(f"the journal server of {self.home} to start (its log: "
-                                f"{self.home / LOG_FILE})", START_TIMEOUT)
+                                f"{self.home / LOG_FILE})", START_TIMEOUT, after=START_NOTICE)
             while True:
                 info = read_server_info(self.home)
                 if proc.poll() is not None:

@@ -130,14 +130,14 @@ def startup_failure(home: Path, proc: subprocess.Popen[bytes]) -> JournalUnavail
 
 
 class WaitNotice:
-    """Says once, ``NOTICE_AFTER`` seconds into a wait, what it waits for: no stall is silent.
+    """Says once, ``after`` seconds into a wait, what it waits for: no stall is silent.
 
     Call it while waiting. The line goes to logging (stderr by default), never to stdout.
     """
 
-    def __init__(self, waiting_for: str, timeout: float) -> None:
+    def __init__(self, waiting_for: str, timeout: float, after: float = NOTICE_AFTER) -> None:
         self.message = f"still waiting for {waiting_for}; giving up after {timeout:.0f} s"
-        self.due = time.monotonic() + NOTICE_AFTER
+        self.due = time.monotonic() + after
         self.said = False
 
     def __call__(self) -> None:

@@ -129,9 +129,9 @@ class Harness:
         """Where a dead server's write-ahead segment number ``number`` lies in ``home``."""
         return home / f"{SEGMENT_FILE}.{number:08d}"
 
-    def python(self, code: str, **env: str) -> subprocess.Popen[str]:
-        """Start ``python -c code`` (stdout piped); it is killed at teardown if still alive."""
-        proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **env},
+    def python(self, code: str, *args: str, **env: str) -> subprocess.Popen[str]:
+        """Start ``python -c code args...`` (stdout piped); killed at teardown if still alive."""
+        proc = subprocess.Popen([sys.executable, "-c", code, *args], env={**os.environ, **env},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.procs.append(proc)
         return proc

@@ -165,7 +165,9 @@ sys.exit(app.main(["--home", {home!r}]))
 
 def test_the_running_server_quarantines_an_event_it_cannot_load_and_keeps_serving(
         harness, home: Path) -> None:
-    proc = harness.python(UNCHECKED_SERVER.format(home=str(home)))
+    # The trailing arguments make its command line a journal server's, as clients check.
+    proc = harness.python(UNCHECKED_SERVER.format(home=str(home)),
+                          "-m", "durable_nb.server", "--home", str(home))
     assert harness.wait_until(
         lambda: (info := read_server_info(home)) is not None and info["pid"] == proc.pid, 30)
     client = harness.client()
