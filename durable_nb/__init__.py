@@ -21,6 +21,7 @@ from durable_nb.errors import (
     NondeterminismError,
     PayloadError,
     QueryError,
+    QueryRefused,
     RunBusy,
     RunCancelled,
     RunFinished,
@@ -52,10 +53,10 @@ _LAZY = {
 
 __all__ = [
     "Activity", "ActivityFailed", "ActivityTimeout", "DurableError", "JournalCorrupted",
-    "JournalUnavailable", "NondeterminismError", "PayloadError", "QueryError", "RetryPolicy",
-    "RunBusy", "RunCancelled", "RunFinished", "RunNotFound", "StepInfo", "Workflow",
-    "activity", "current_step", "load_ipython_extension", "map", "now", "random", "runs",
-    "show", "shutdown_server", "side_effect", "sql", "steps", "uuid4", "workflow",
+    "JournalUnavailable", "NondeterminismError", "PayloadError", "QueryError", "QueryRefused",
+    "RetryPolicy", "RunBusy", "RunCancelled", "RunFinished", "RunNotFound", "StepInfo",
+    "Workflow", "activity", "current_step", "load_ipython_extension", "map", "now", "random",
+    "runs", "show", "shutdown_server", "side_effect", "sql", "steps", "uuid4", "workflow",
 ]
 
 

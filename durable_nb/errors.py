@@ -73,3 +73,8 @@ class RunCancelled(DurableError):
 
 class QueryError(DurableError, ValueError):
     """A SQL query sent to the journal failed; the message is the database's."""
+
+
+class QueryRefused(QueryError):
+    """The journal refused a SQL statement: user SQL is one read-only query, without file or
+    network access. The message names what was refused and what is allowed."""

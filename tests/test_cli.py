@@ -77,3 +77,36 @@ def test_server_status_and_stop(journal_home: Path, finished_run: str):
     assert "no journal server running" in cli(journal_home, "server", "stop").stdout
     # The journal is intact and the next client starts a new server.
     assert "completed" in cli(journal_home, "runs").stdout
+
+
+# -- read-only SQL -------------------------------------------------------------------------
+def journal_counts(home: Path) -> dict[str, int]:
+    out = cli(home, "sql", "SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) "
+                           "FROM runs) AS runs, (SELECT count(*) FROM steps) AS steps", "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)[0]
+
+
+def test_sql_refuses_anything_but_one_read_only_query(journal_home: Path, finished_run: str,
+                                                      tmp_path: Path):
+    before = journal_counts(journal_home)
+    target = tmp_path / "stolen.csv"
+    for sql, words in [
+        ("DELETE FROM events", "DELETE statements are refused"),
+        ("DROP TABLE events", "DROP statements are refused"),
+        ("SELECT 1; DROP VIEW runs", "2 statements (SELECT, DROP)"),
+        ("WITH d AS (DELETE FROM events RETURNING id) SELECT * FROM d", "contain DELETE"),
+        (f"COPY events TO '{target}'", "COPY statements are refused"),
+        (f"ATTACH '{target}' AS other", "ATTACH statements are refused"),
+        ("SET enable_external_access = true", "SET statements are refused"),
+        ("SELECT * FROM read_text('/etc/hostname')", "no file or network access"),
+    ]:
+        out = cli(journal_home, "sql", sql)
+        assert out.returncode == 1, (sql, out.stdout)
+        assert out.stderr.startswith("durable-nb: ") and words in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+        assert "exactly one query: SELECT" in out.stderr
+    assert "`durable-nb delete RUN_ID`" in cli(journal_home, "sql", "DELETE FROM events").stderr
+    assert journal_counts(journal_home) == before
+    assert not target.exists()
+    assert finished_run in cli(journal_home, "runs").stdout

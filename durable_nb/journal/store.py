@@ -3,7 +3,8 @@
 Only the journal server process opens the file: DuckDB refuses a second process even
 read-only while one holds it, so every other reader is a client of the server. Within the
 server several threads use the store at once (the loop, the loader, the readers): each
-gets its own cursor on the one database, as DuckDB wants.
+gets its own cursor on the one database, as DuckDB wants. Clients' SQL goes through ``read``
+(one checked query, in a read-only transaction); ``query`` is the server's own SQL.
 
 Events reach the store already acknowledged, so a load never drops one: an event DuckDB
 refuses is found by bisecting the batch and quarantined (``quarantine.py``), named in the
@@ -25,6 +26,7 @@ import duckdb
 import pyarrow as pa
 
 from durable_nb.errors import DurableError, JournalCorrupted, JournalUnavailable
+from durable_nb.journal import readonly
 from durable_nb.journal.codec import encode
 from durable_nb.journal.quarantine import quarantine
 from durable_nb.journal.schema import ARROW_SCHEMA, EVENT_COLUMNS, MIGRATIONS, SCHEMA_VERSION, VIEWS
@@ -60,13 +62,17 @@ _RECORD_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class JournalStore:
-    """The DuckDB journal file, held read-write by this process."""
+    """The DuckDB journal file, held read-write by this process.
+
+    The database is opened without file or network access beyond its own files and with its
+    configuration locked, so no SQL can ``SET`` that back (``readonly.connect``).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
         try:
-            self._root = duckdb.connect(str(path))
+            self._root = readonly.connect(str(path))
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise JournalUnavailable(
@@ -89,12 +95,11 @@ class JournalStore:
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
-        """This thread's own cursor on the database."""
+        """This thread's own cursor on the database (with the root's settings: no progress
+        bar, configuration locked)."""
         con: duckdb.DuckDBPyConnection | None = getattr(self._local, "con", None)
         if con is None:
             con = self._local.con = self._root.cursor()
-            # No progress bar: a long query would draw one into the server's log.
-            con.execute("SET enable_progress_bar = false")
         return con
 
     def _migrate(self) -> None:
@@ -237,9 +242,28 @@ class JournalStore:
             segment.close()
 
     def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
+        """Run the server's own SQL (its reads, and the deletes of ``delete_run``)."""
         with self._corruption_named():
             rel = self.con.sql(sql, params=params or None)
             return rel.to_arrow_table() if rel is not None else pa.table({})
+
+    def read(self, sql: str, params: list[Any] | None = None) -> pa.Table:
+        """Run a client's SQL: one read-only query (``QueryRefused`` otherwise), in a
+        read-only transaction that is rolled back whatever happens."""
+        readonly.check_read_only(sql)
+        con = self.con
+        with self._corruption_named():
+            con.execute("BEGIN TRANSACTION READ ONLY")
+            try:
+                rel = con.sql(sql, params=params or None)
+                return rel.to_arrow_table() if rel is not None else pa.table({})
+            except duckdb.Error as exc:
+                refused = readonly.refusal(exc)
+                if refused is None:
+                    raise
+                raise refused from exc
+            finally:
+                con.execute("ROLLBACK")
 
     def checkpoint(self) -> None:
         self._exec("CHECKPOINT")

@@ -265,7 +265,7 @@ class JournalServer:
         """On a reader thread: run the query, hand the reply to the loop to send."""
         try:
             self.wal.wait_loaded(target)
-            table = self.store.query(sql, params)
+            table = self.store.read(sql, params)  # a client's SQL: one read-only query
             frames = [protocol.dumps({"id": request_id, "ok": True, "rows": table.num_rows}),
                       protocol.table_to_bytes(table)]
         except Exception as exc:
