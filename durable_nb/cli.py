@@ -1,4 +1,8 @@
-"""``durable-nb``: list and inspect runs, query the journal, manage the journal server."""
+"""``durable-nb``: list and inspect runs, query the journal, act on runs, manage the server.
+
+The actions (cancel, signal, fork, delete) are the sidebar's, through the same journal
+server operations; ``resume`` needs the notebook's kernel, so it prints the magic to run.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,13 @@ import argparse
 import json
 import sys
 import time
+import uuid
+from typing import Any
 
 import pandas as pd
 
-from durable_nb.errors import DurableError
+from durable_nb.errors import DurableError, RunBusy, RunFinished
+from durable_nb.journal.schema import RUN_STATUSES
 
 
 def _print_frame(df: pd.DataFrame, as_json: bool) -> None:
@@ -55,6 +62,85 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_reply(reply: dict[str, Any], fields: tuple[str, ...], as_json: bool,
+                 text: str) -> None:
+    """The server's answer: its ``fields`` as JSON with ``--json``, else ``text``."""
+    print(json.dumps({field: reply[field] for field in fields}) if as_json else text)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from durable_nb.server.client import default_client
+
+    reply = default_client().cancel_run(args.run_id, args.reason)
+    after = (" Its process stops it at the next step boundary."
+             if reply["previous_status"] == "running" else "")
+    _print_reply(reply, ("run_id", "status", "previous_status"), args.json,
+                 f"cancelled run {args.run_id} (it was "
+                 f"{reply['previous_status']}).{after}")
+    return 0
+
+
+def cmd_signal(args: argparse.Namespace) -> int:
+    from durable_nb.server.client import default_client
+
+    reply = default_client().signal(args.run_id, args.name, args.value)
+    _print_reply({**reply, "value": args.value}, ("run_id", "name", "value"), args.json,
+                 f"sent signal {args.name!r} = {json.dumps(args.value)} to run {args.run_id}")
+    return 0
+
+
+def cmd_fork(args: argparse.Namespace) -> int:
+    from durable_nb.server.client import default_client
+
+    reply = default_client().fork_run(args.run_id, args.at, uuid.uuid4().hex)
+    _print_reply(reply, ("run_id", "parent_run_id", "at", "steps_copied"), args.json,
+                 f"forked run {args.run_id} at step {args.at} as {reply['run_id']} "
+                 f"({reply['steps_copied']} steps copied). To run the rest, resume it in its "
+                 f"notebook: %workflow resume {reply['run_id']}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from durable_nb.server.client import default_client
+
+    try:
+        reply = default_client().delete_run(args.run_id)
+    except RunBusy as exc:
+        raise RunBusy(f"{exc} (`durable-nb cancel {args.run_id}`), then delete it") from None
+    _print_reply(reply, ("run_id", "events_deleted"), args.json,
+                 f"deleted run {args.run_id} ({reply['events_deleted']} journal events)")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from durable_nb.engine.identity import find_run, recorded_cell
+    from durable_nb.server.client import default_client
+
+    client = default_client()
+    run = find_run(client, args.run_id, "run_id, workflow, status, notebook")
+    if run["status"] == "cancelled":
+        raise RunFinished(
+            f"run {args.run_id} was cancelled and cannot be resumed. Reuse its steps in a new "
+            f"run with `durable-nb fork {args.run_id} --at N`, then resume the fork.")
+    if recorded_cell(client, args.run_id) is None:
+        raise DurableError(
+            f"run {args.run_id} was not started by a %%workflow cell, so there is no cell to "
+            f"resume; call its @durable_nb.workflow function ({run['workflow']}) again with "
+            "the same arguments")
+    magic = f"%workflow resume {args.run_id}"
+    if args.json:
+        print(json.dumps({**run, "magic": magic}))
+        return 0
+    where = (f"the notebook {run['notebook']}" if run["notebook"]
+             else "its notebook (the journal does not record which one)")
+    note = (" It is completed: resuming replays its record and nothing executes."
+            if run["status"] == "completed" else "")
+    print(f"run {args.run_id} (workflow {run['workflow']}) is {run['status']}.{note}\n"
+          f"To resume it, run this in a cell of {where}, with durable_nb loaded "
+          f"(%load_ext durable_nb):\n\n    {magic}")
+    return 0
+
+
 def cmd_server(args: argparse.Namespace) -> int:
     from durable_nb.journal.home import journal_home
     from durable_nb.server.client import JournalClient
@@ -91,27 +177,87 @@ def cmd_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """A whole number >= 1 (``--limit``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    return value
+
+
+def _step_number(text: str) -> int:
+    """A step number: a whole number >= 0 (``--at``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a step number (a whole number >= 0), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a step number (a whole number >= 0), got {value}")
+    return value
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be JSON, e.g. 42, true, '\"text\"' or '{{\"k\": 1}}'; got {text!r}"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="durable-nb",
-        description="Inspect durable_nb runs. The journal home is DURABLE_NB_HOME, else "
-                    "<jupyter data dir>/durable_nb.",
+        description="Inspect durable_nb runs and act on them. The journal home is "
+                    "DURABLE_NB_HOME, else <jupyter data dir>/durable_nb.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("runs", help="list runs, newest first")
     p.add_argument("--workflow")
-    p.add_argument("--status")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--status", choices=sorted(RUN_STATUSES))
+    p.add_argument("--limit", type=_count, default=50, metavar="N",
+                   help="at most N runs (default 50)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_runs)
     p = sub.add_parser("show", help="one run and its steps")
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_show)
-    p = sub.add_parser("sql", help="run a SQL query over the views runs and steps")
+    p = sub.add_parser("sql", help="run one read-only query over the views runs and steps")
     p.add_argument("query")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_sql)
+    p = sub.add_parser("cancel", help="cancel a run; its process stops at the next step")
+    p.add_argument("run_id")
+    p.add_argument("--reason", help="recorded as the run's error")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_cancel)
+    p = sub.add_parser("signal", help="send a run a signal: a name and a JSON value")
+    p.add_argument("run_id")
+    p.add_argument("name")
+    p.add_argument("value", nargs="?", type=_json_value, default=None,
+                   help="a JSON value (default null)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_signal)
+    p = sub.add_parser("fork", help="a new run with the steps before N; resume it to run the rest")
+    p.add_argument("run_id")
+    p.add_argument("--at", type=_step_number, required=True, metavar="N",
+                   help="keep the steps before step N")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_fork)
+    p = sub.add_parser("delete", help="delete a run and its journal (not while it runs)")
+    p.add_argument("run_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_delete)
+    p = sub.add_parser("resume", help="how to resume a run: the magic to run in its notebook")
+    p.add_argument("run_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_resume)
     p = sub.add_parser("server", help="the journal server of the home")
     p.add_argument("action", choices=["status", "stop"])
     p.set_defaults(fn=cmd_server)

@@ -110,3 +110,136 @@ def test_sql_refuses_anything_but_one_read_only_query(journal_home: Path, finish
     assert journal_counts(journal_home) == before
     assert not target.exists()
     assert finished_run in cli(journal_home, "runs").stdout
+
+
+# -- argument validation -------------------------------------------------------------------
+def test_runs_validates_limit_and_status_naming_what_is_allowed(journal_home: Path,
+                                                                finished_run: str):
+    for args, words in [(["--limit", "-1"], "--limit: must be a whole number >= 1, got -1"),
+                        (["--limit", "many"], "--limit: must be a whole number >= 1"),
+                        (["--status", "bogus"], "invalid choice: 'bogus'")]:
+        out = cli(journal_home, "runs", *args)
+        assert out.returncode == 2 and words in out.stderr, out.stderr
+        assert "usage: durable-nb runs" in out.stderr
+    out = cli(journal_home, "runs", "--status", "bogus")
+    assert all(s in out.stderr for s in ("cancelled", "completed", "failed", "interrupted",
+                                         "running"))
+    out = cli(journal_home, "runs", "--status", "completed", "--limit", "1", "--json")
+    assert [r["run_id"] for r in json.loads(out.stdout)] == [finished_run]
+
+
+# -- acting on runs: the sidebar's verbs ---------------------------------------------------
+@pytest.fixture
+def live_run(journal_home: Path) -> str:
+    """A run that this (live) test process executes: started, never finished."""
+    return open_run("live", source="x = 1\n").run_id
+
+
+def one_error_line(out: subprocess.CompletedProcess[str]) -> str:
+    assert out.returncode == 1, out.stdout
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("durable-nb: "), out.stderr
+    return lines[0]
+
+
+def test_cancel_marks_the_run_cancelled(journal_home: Path, live_run: str):
+    out = cli(journal_home, "cancel", live_run, "--reason", "wrong grid")
+    assert out.returncode == 0, out.stderr
+    assert f"cancelled run {live_run} (it was running)" in out.stdout
+    assert durable_nb.runs().set_index("run_id").loc[live_run, "error"] == "wrong grid"
+    again = one_error_line(cli(journal_home, "cancel", live_run))
+    assert "already cancelled" in again
+    missing = one_error_line(cli(journal_home, "cancel", "nope-1"))
+    assert "no run 'nope-1'" in missing and "`durable-nb runs`" in missing
+
+
+def test_cancel_as_json(journal_home: Path, live_run: str):
+    out = cli(journal_home, "cancel", live_run, "--json")
+    assert json.loads(out.stdout) == {"run_id": live_run, "status": "cancelled",
+                                      "previous_status": "running"}
+
+
+def test_signal_records_a_json_value(journal_home: Path, live_run: str):
+    out = cli(journal_home, "signal", live_run, "approve", '{"by": "ana"}', "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"run_id": live_run, "name": "approve",
+                                      "value": {"by": "ana"}}
+    assert "sent signal 'go' = null" in cli(journal_home, "signal", live_run, "go").stdout
+    rows = durable_nb.sql("SELECT name, data_json FROM events WHERE kind = 'signal' "
+                          "ORDER BY id")
+    assert list(rows.name) == ["approve", "go"]
+    assert json.loads(rows.data_json[0]) == {"by": "ana"}
+    bad = cli(journal_home, "signal", live_run, "approve", "{not json")
+    assert bad.returncode == 2 and "argument value: must be JSON" in bad.stderr
+    assert "no run 'nope-1'" in one_error_line(cli(journal_home, "signal", "nope-1", "go"))
+
+
+def test_signal_to_a_finished_run_is_refused(journal_home: Path, finished_run: str):
+    line = one_error_line(cli(journal_home, "signal", finished_run, "go", "1"))
+    assert f"run {finished_run} is completed; it takes no more signals" in line
+
+
+def test_fork_copies_the_steps_before_n_and_says_how_to_resume(journal_home: Path,
+                                                               finished_run: str):
+    out = cli(journal_home, "fork", finished_run, "--at", "2")
+    assert out.returncode == 0, out.stderr
+    runs = durable_nb.runs()
+    fork = next(r for r in runs.run_id if r != finished_run)
+    assert f"forked run {finished_run} at step 2 as {fork} (2 steps copied)" in out.stdout
+    assert f"%workflow resume {fork}" in out.stdout
+    assert list(durable_nb.steps(fork).seq) == [0, 1]
+    reply = json.loads(cli(journal_home, "fork", finished_run, "--at", "1", "--json").stdout)
+    assert reply["parent_run_id"] == finished_run and reply["steps_copied"] == 1
+    bad = cli(journal_home, "fork", finished_run, "--at", "-1")
+    assert bad.returncode == 2 and "--at: must be a step number" in bad.stderr
+    assert cli(journal_home, "fork", finished_run).returncode == 2  # --at is required
+    assert "no run 'nope-1'" in one_error_line(cli(journal_home, "fork", "nope-1", "--at", "0"))
+
+
+def test_delete_refuses_a_live_run_until_it_is_cancelled(journal_home: Path, live_run: str,
+                                                         finished_run: str):
+    busy = one_error_line(cli(journal_home, "delete", live_run))
+    assert "being executed by a live process" in busy
+    assert f"`durable-nb cancel {live_run}`" in busy
+    assert cli(journal_home, "cancel", live_run).returncode == 0
+    out = cli(journal_home, "delete", live_run)
+    assert out.returncode == 0 and f"deleted run {live_run}" in out.stdout
+    reply = json.loads(cli(journal_home, "delete", finished_run, "--json").stdout)
+    assert reply["run_id"] == finished_run and reply["events_deleted"] > 0
+    assert durable_nb.runs().empty
+    assert "no run 'nope-1'" in one_error_line(cli(journal_home, "delete", "nope-1"))
+
+
+def test_resume_prints_the_magic_and_the_notebook(journal_home: Path,
+                                                  monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("JPY_SESSION_NAME", "work/sweep.ipynb")
+    run_id = open_run("sweep", source="x = 1\n").run_id
+    out = cli(journal_home, "resume", run_id)
+    assert out.returncode == 0, out.stderr
+    assert f"%workflow resume {run_id}" in out.stdout
+    assert "work/sweep.ipynb" in out.stdout
+    data = json.loads(cli(journal_home, "resume", run_id, "--json").stdout)
+    assert data == {"run_id": run_id, "workflow": "sweep", "status": "running",
+                    "notebook": "work/sweep.ipynb", "magic": f"%workflow resume {run_id}"}
+    # A fork made outside the notebook resumes with the cell of the run it came from.
+    fork = json.loads(cli(journal_home, "fork", run_id, "--at", "0", "--json").stdout)["run_id"]
+    assert f"%workflow resume {fork}" in cli(journal_home, "resume", fork).stdout
+    assert cli(journal_home, "cancel", run_id).returncode == 0
+    cancelled = one_error_line(cli(journal_home, "resume", run_id))
+    assert "was cancelled and cannot be resumed" in cancelled
+    assert f"durable-nb fork {run_id} --at N" in cancelled
+    assert "no run 'nope-1'" in one_error_line(cli(journal_home, "resume", "nope-1"))
+
+
+def test_resume_of_a_decorated_workflow_says_to_call_it_again(journal_home: Path):
+    @durable_nb.activity
+    def double(x: int) -> int:
+        return 2 * x
+
+    @durable_nb.workflow
+    def doubling(n: int) -> list[int]:
+        return [double(i) for i in range(n)]
+
+    doubling(2)
+    line = one_error_line(cli(journal_home, "resume", doubling.last_run.run_id))
+    assert "call its @durable_nb.workflow function (doubling) again" in line

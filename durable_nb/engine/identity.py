@@ -34,6 +34,33 @@ def find_run(client: JournalClient, run_id: str,
     return rows[0]
 
 
+def recorded_cell(client: JournalClient, run_id: str) -> str | None:
+    """The ``%%workflow`` cell that last started or resumed ``run_id`` (what
+    ``%workflow resume`` runs), or None when a ``@workflow`` function runs it.
+
+    A fork made outside the notebook (sidebar, REST API, CLI) records no cell of its own
+    until it is resumed: it runs the cell of the run it was forked from.
+    """
+    seen: set[str] = set()
+    while run_id not in seen:
+        seen.add(run_id)
+        rows = client.query(
+            "SELECT meta->>'source' AS source, meta->>'key' AS key, "
+            "meta->>'parent_run_id' AS parent FROM events "
+            "WHERE run_id = ? AND kind IN ('run_started', 'run_status') "
+            "AND (meta->>'source' IS NOT NULL OR kind = 'run_started') "
+            "ORDER BY meta->>'source' IS NULL, id DESC LIMIT 1", [run_id]).to_pylist()
+        if not rows:
+            return None
+        row = rows[0]
+        if row["source"] is not None:
+            return str(row["source"]) if row["key"] is None else None
+        if row["parent"] is None:
+            return None
+        run_id = str(row["parent"])
+    return None
+
+
 def latest_run(client: JournalClient, workflow: str, key: str | None) -> dict[str, Any] | None:
     sql = """SELECT r.run_id, r.workflow, r.status FROM runs r
              JOIN events e ON e.run_id = r.run_id AND e.kind = 'run_started'

@@ -12,7 +12,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from durable_nb.engine.activity import Activity
-from durable_nb.engine.identity import find_run, open_run
+from durable_nb.engine.identity import find_run, open_run, recorded_cell
 from durable_nb.engine.retry import RetryPolicy
 from durable_nb.engine.run import RunContext, current_run
 from durable_nb.errors import RunNotFound
@@ -197,11 +197,8 @@ class DurableMagics(Magics):
             run = find_run(client, run_id)
         except RunNotFound as exc:
             raise UsageError(f"%workflow resume: {exc}") from None
-        recorded = client.query(
-            "SELECT meta->>'source' AS source, meta->>'key' AS key FROM events "
-            "WHERE run_id = ? AND kind IN ('run_started', 'run_status') "
-            "AND meta->>'source' IS NOT NULL ORDER BY id DESC LIMIT 1", [run_id]).to_pylist()
-        if not recorded or recorded[0]["key"] is not None:
+        cell = recorded_cell(client, run_id)
+        if cell is None:
             raise UsageError(
                 f"%workflow resume: run {run_id} was not started by a %%workflow cell, so the "
                 "journal holds no cell to run; call its @durable_nb.workflow function again")
@@ -217,4 +214,4 @@ class DurableMagics(Magics):
             first, _, body = cell_of.partition("\n")
             self.activity(first.removeprefix("%%activity").strip(), body)
             print(f"defined from the journal: {', '.join(sorted(names))}")
-        return f"{run['workflow']} --id {run_id}", str(recorded[0]["source"])
+        return f"{run['workflow']} --id {run_id}", cell
