@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import pandas as pd
 
+from durable_nb.journal.schema import RUN_STATUSES
 from durable_nb.server.client import default_client
 
 
 def sql(query: str, params: list[Any] | None = None) -> pd.DataFrame:
-    """Run a SQL query against the journal (views ``runs`` and ``steps``)."""
+    """Run a read-only SQL query against the journal (views ``runs`` and ``steps``).
+
+    One query (SELECT, DESCRIBE, SUMMARIZE, EXPLAIN of a SELECT) without file or network
+    access; anything else raises ``QueryRefused`` naming what was refused.
+    """
     return default_client().query(query, params).to_pandas()
 
 
 def runs(workflow: str | None = None, status: str | None = None,
          limit: int = 100) -> pd.DataFrame:
     """The most recent runs, newest first; filter by workflow name and status."""
+    if status is not None and status not in RUN_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(sorted(RUN_STATUSES))}; "
+                         f"got {status!r}")
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1:
+        raise ValueError(f"limit must be a whole number >= 1, got {limit!r}")
     where, params = [], []
     if workflow is not None:
         where.append("workflow = ?")

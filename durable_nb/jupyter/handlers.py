@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 MAX_PAGE = 500
+MAX_INT = 2**63 - 1  # the journal's integers (ids, offsets) are 64-bit
 RUN_ID = r"(?P<run_id>[^/]+)"
 
 # durable_nb errors -> HTTP status; the first matching type wins.
@@ -74,18 +75,19 @@ class JournalHandler(APIHandler):
 
     # -- input ---------------------------------------------------------------------------
     def int_argument(self, name: str, default: int, minimum: int,
-                     maximum: int | None = None) -> int:
+                     maximum: int = MAX_INT) -> int:
+        """A query argument as an integer in ``[minimum, maximum]``, else a 400 naming it."""
         raw = self.get_query_argument(name, "").strip()
         if not raw:
             return default
         try:
             value = int(raw)
         except ValueError:
-            raise _bad_request(f"'{name}' must be an integer, got {raw!r}") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            bounds = f"between {minimum} and {maximum}" if maximum is not None else (
-                f">= {minimum}")
-            raise _bad_request(f"'{name}' must be {bounds}, got {value}")
+            raise _bad_request(f"'{name}' must be an integer, got {_shown(raw)!r}") from None
+        if not minimum <= value <= maximum:
+            bounds = (f">= {minimum}" if maximum == MAX_INT and value < minimum
+                      else f"between {minimum} and {maximum}")
+            raise _bad_request(f"'{name}' must be {bounds}, got {_shown(str(value))}")
         return value
 
     def json_body(self, required: bool = True) -> dict[str, Any]:
@@ -194,6 +196,10 @@ def _answer(reply: dict[str, Any], *fields: str) -> dict[str, Any]:
 
 def _bad_request(message: str) -> web.HTTPError:
     return web.HTTPError(400, "%s", message)
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def _json_type(value: Any) -> str:
