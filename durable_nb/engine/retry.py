@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import random
 from dataclasses import dataclass, field
 
@@ -26,12 +28,19 @@ class RetryPolicy:
     _programming: tuple[type[BaseException], ...] = field(default=PROGRAMMING_ERRORS, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.retries, int) or self.retries < 0:
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) \
+                or self.retries < 0:
             raise ValueError(f"retries must be a whole number >= 0, got {self.retries!r}")
-        if self.timeout is not None and not self.timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
-        if self.backoff < 0 or self.max_backoff < 0 or self.backoff_factor < 1:
-            raise ValueError("backoff and max_backoff must be >= 0 and backoff_factor >= 1")
+        if self.timeout is not None and not (_finite(self.timeout) and self.timeout > 0):
+            raise ValueError("timeout must be a positive, finite number of seconds (or None "
+                             f"for no limit), got {self.timeout!r}")
+        for name, rule in (("backoff", "of seconds >= 0"), ("max_backoff", "of seconds >= 0"),
+                           ("backoff_factor", ">= 1")):
+            value = getattr(self, name)
+            if not (_finite(value) and value >= (1 if name == "backoff_factor" else 0)):
+                raise ValueError(f"{name} must be a finite number {rule}, got {value!r}")
+        if not (_finite(self.jitter) and 0 <= self.jitter <= 1):
+            raise ValueError(f"jitter must be a fraction between 0 and 1, got {self.jitter!r}")
 
     def is_retryable(self, exc: BaseException) -> bool:
         if isinstance(exc, self.non_retryable):
@@ -40,5 +49,15 @@ class RetryPolicy:
 
     def delay(self, retry_number: int) -> float:
         """Seconds to wait before retry ``retry_number`` (1 for the first retry)."""
-        base = min(self.max_backoff, self.backoff * self.backoff_factor ** (retry_number - 1))
+        try:
+            grown = self.backoff * self.backoff_factor ** (retry_number - 1)
+        except OverflowError:  # thousands of retries: the cap applies long before
+            grown = math.inf
+        base = min(self.max_backoff, grown) if self.backoff else 0.0
         return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+
+
+def _finite(value: object) -> bool:
+    """A real number that is neither NaN nor infinite (``nan < 0`` is False, so say it)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))

@@ -41,8 +41,12 @@ def _parse(magic: Any, line: str) -> Any:
     try:
         return parse_argstring(magic, line)
     except UsageError as exc:
-        usage = magic.parser.format_usage().strip().splitlines()[-1].strip()
-        raise UsageError(f"{exc}\nusage: %{usage}") from None
+        raise _usage_error(magic, str(exc)) from None
+
+
+def _usage_error(magic: Any, message: str) -> UsageError:
+    usage = magic.parser.format_usage().strip().splitlines()[-1].strip()
+    return UsageError(f"{message}\nusage: %{usage}")
 
 
 @magics_class
@@ -83,7 +87,7 @@ class DurableMagics(Magics):
             policy = RetryPolicy(retries=opts.retries, timeout=opts.timeout,
                                  backoff=opts.backoff)
         except ValueError as exc:
-            raise UsageError(f"%%activity: {exc}") from None
+            raise _usage_error(self.activity, f"%%activity: {exc}") from None
         code, tree, filename = self._compile(cell)
         functions = _top_level_functions(tree, code)
         if not functions:

@@ -112,10 +112,45 @@ def test_backoff_grows_exponentially_within_its_jitter():
             assert base * 0.9 <= policy.delay(n) <= base * 1.1
 
 
-@pytest.mark.parametrize("kwargs", [{"retries": -1}, {"retries": 1.5}, {"timeout": 0}])
-def test_bad_policy_values_are_refused(kwargs: dict):
-    with pytest.raises(ValueError):
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ({"retries": -1}, "retries must be a whole number >= 0, got -1"),
+    ({"retries": 1.5}, "retries must be a whole number >= 0"),
+    ({"retries": True}, "retries must be a whole number >= 0, got True"),
+    ({"timeout": 0}, "timeout must be a positive, finite number of seconds"),
+    ({"timeout": -1}, "timeout must be a positive, finite number of seconds"),
+    ({"timeout": NAN}, "got nan"),
+    ({"timeout": INF}, "got inf"),
+    ({"backoff": NAN}, "backoff must be a finite number of seconds >= 0, got nan"),
+    ({"backoff": INF}, "backoff must be a finite number of seconds >= 0, got inf"),
+    ({"backoff": -0.5}, "backoff must be a finite number of seconds >= 0, got -0.5"),
+    ({"backoff": "1"}, "backoff must be a finite number"),
+    ({"max_backoff": NAN}, "max_backoff must be a finite number of seconds >= 0"),
+    ({"backoff_factor": 0.5}, "backoff_factor must be a finite number >= 1"),
+    ({"backoff_factor": INF}, "backoff_factor must be a finite number >= 1"),
+    ({"jitter": NAN}, "jitter must be a fraction between 0 and 1"),
+    ({"jitter": 1.5}, "jitter must be a fraction between 0 and 1"),
+])
+def test_bad_policy_values_are_refused_naming_the_value(kwargs: dict, words: str):
+    with pytest.raises(ValueError) as info:
         RetryPolicy(**kwargs)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs", [{"backoff": NAN}, {"backoff": INF}, {"backoff": -1},
+                                    {"timeout": NAN}, {"timeout": INF}, {"retries": -1}])
+def test_the_decorator_refuses_bad_policy_values_at_definition(kwargs: dict):
+    with pytest.raises(ValueError, match="must be"):
+        @durable_nb.activity(**kwargs)
+        def train() -> None: ...
+
+
+def test_many_retries_keep_the_delay_under_the_cap():
+    policy = RetryPolicy(retries=5000, backoff=1.0, max_backoff=3.0, jitter=0.0)
+    assert policy.delay(4000) == 3.0
+    assert RetryPolicy(retries=5000, backoff=0).delay(4000) == 0.0
 
 
 def test_fixed_activity_resumes_the_failed_run_from_the_failed_step(journal_home: Path):

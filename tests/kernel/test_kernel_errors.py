@@ -134,3 +134,24 @@ def test_a_failure_on_an_undecodable_file_name_is_recorded_and_the_fixed_run_res
     assert counts["start 0"] == 1 and counts["done 0"] == 1  # the completed step not re-run
     assert counts["start 1"] == 2 and counts["done 1"] == 1 and counts["done 2"] == 1
     assert list(durable_nb.steps("files-1").status) == ["completed"] * 3
+
+
+def test_bad_retry_policy_values_print_usage_and_define_nothing(kernel: KernelSession):
+    for options, words in [
+        ("--backoff nan", "backoff must be a finite number of seconds >= 0, got nan"),
+        ("--backoff inf", "got inf"),
+        ("--backoff -1", "backoff must be a finite number of seconds >= 0, got -1"),
+        ("--timeout nan", "timeout must be a positive, finite number of seconds"),
+        ("--timeout inf", "timeout must be a positive, finite number of seconds"),
+        ("--timeout 0", "timeout must be a positive, finite number of seconds"),
+        ("--timeout -1", "timeout must be a positive, finite number of seconds"),
+        ("--retries -1", "retries must be a whole number >= 0, got -1"),
+    ]:
+        out = kernel.run(f"%%activity {options}\ndef train():\n    return 1\n")
+        assert out.ename == "UsageError", (options, out.text)
+        assert words in out.evalue, out.evalue
+        assert "usage: %%activity [--retries N] [--timeout S] [--backoff S]" in out.evalue
+    assert kernel.run("train").ename == "NameError"  # no activity was defined
+    out = kernel.run("import durable_nb\n@durable_nb.activity(backoff=float('nan'))\n"
+                     "def train():\n    return 1\n")
+    assert out.ename == "ValueError" and "backoff must be a finite number" in out.evalue
