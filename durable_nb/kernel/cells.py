@@ -16,7 +16,7 @@ import contextlib
 import contextvars
 import ctypes
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from durable_nb.engine.progress import RunProgress
@@ -32,10 +32,16 @@ _AWAITED = {  # how IPython spells the magic -> the coroutine the cell awaits in
 # Background runs of this kernel, by run id (newest last), so their handles can be found.
 background_runs: dict[str, RunHandle] = {}
 
+# False while a magic transforms the body of its own cell (see ``cell_body``).
+_awaiting: contextvars.ContextVar[bool] = contextvars.ContextVar("durable_nb_awaiting",
+                                                                 default=True)
+
 
 def await_workflow_cells(lines: list[str]) -> list[str]:
     """IPython post-input transformer: ``%%workflow`` cells and top-level ``%workflow``
     lines become awaited coroutines."""
+    if not _awaiting.get():
+        return lines
     out = []
     for line in lines:
         for call, awaited in _AWAITED.items():
@@ -44,6 +50,18 @@ def await_workflow_cells(lines: list[str]) -> list[str]:
                 break
         out.append(line)
     return out
+
+
+@contextlib.contextmanager
+def cell_body() -> Iterator[None]:
+    """Transform a magic's cell body as plain code: the magic runs it with ``exec``, where an
+    ``await`` cannot stand, so a workflow magic in it stays the call IPython wrote (and the
+    ``%%workflow`` magic refuses it as a nested workflow)."""
+    token = _awaiting.set(False)
+    try:
+        yield
+    finally:
+        _awaiting.reset(token)
 
 
 class RunHandle:

@@ -16,7 +16,13 @@ from durable_nb.engine.identity import find_run, open_run, recorded_cell
 from durable_nb.engine.retry import RetryPolicy
 from durable_nb.engine.run import RunContext, current_run
 from durable_nb.errors import RunNotFound
-from durable_nb.kernel.cells import RunHandle, background_runs, run_on_worker, start_worker
+from durable_nb.kernel.cells import (
+    RunHandle,
+    background_runs,
+    cell_body,
+    run_on_worker,
+    start_worker,
+)
 from durable_nb.server.client import default_client
 
 
@@ -34,6 +40,24 @@ def _top_level_functions(tree: ast.Module, source: str) -> dict[str, str]:
             first = min([d.lineno for d in node.decorator_list] + [node.lineno])
             found[node.name] = "".join(lines[first - 1 : node.end_lineno])
     return found
+
+
+def _nested_workflow(why: str) -> UsageError:
+    return UsageError(
+        f"%%workflow: a workflow cannot run inside another ({why}). Run each workflow in a "
+        "cell of its own (one after the other, or the first with --background), or call the "
+        "inner workflow's activities directly in this one."
+    )
+
+
+def _workflow_magic_line(tree: ast.Module) -> int | None:
+    """The first line of a cell that runs ``%%workflow`` or ``%workflow`` (as IPython writes
+    them: ``get_ipython().run_cell_magic('workflow', ...)``), if any."""
+    lines = [node.lineno for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+             and node.func.attr in ("run_cell_magic", "run_line_magic") and node.args
+             and isinstance(node.args[0], ast.Constant) and node.args[0].value == "workflow"]
+    return min(lines, default=None)
 
 
 def _parse(magic: Any, line: str) -> Any:
@@ -61,7 +85,8 @@ class DurableMagics(Magics):
 
     def _compile(self, cell: str) -> tuple[str, ast.Module, str]:
         """IPython-transform a cell and register its source so tracebacks show its lines."""
-        code = self._ipython.transform_cell(cell)
+        with cell_body():
+            code = self._ipython.transform_cell(cell)
         # IPython counts the running cell before executing it: its number is one less.
         filename = self._ipython.compile.cache(code, self._ipython.execution_count - 1)
         try:
@@ -149,9 +174,15 @@ class DurableMagics(Magics):
         if opts.new and (opts.run_id or opts.fork_at is not None):
             raise UsageError("%%workflow: --new starts from nothing; it cannot be combined "
                              "with --id or --fork-at")
-        if current_run() is not None:
-            raise UsageError("%%workflow cannot run inside another workflow")
+        outer = current_run()
+        if outer is not None:
+            raise _nested_workflow(f"this code runs inside run {outer.run_id}")
         code, tree, filename = self._compile(cell)
+        nested = _workflow_magic_line(tree)
+        if nested is not None:
+            lines = cell.splitlines()  # IPython keeps one line per magic line
+            shown = f": `{lines[nested - 1].strip()}`" if nested <= len(lines) else ""
+            raise _nested_workflow(f"the cell starts one{shown}")
         last_expr = None
         if tree.body and isinstance(last := tree.body[-1], ast.Expr):
             tree.body.pop()

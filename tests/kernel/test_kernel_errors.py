@@ -155,3 +155,27 @@ def test_bad_retry_policy_values_print_usage_and_define_nothing(kernel: KernelSe
     out = kernel.run("import durable_nb\n@durable_nb.activity(backoff=float('nan'))\n"
                      "def train():\n    return 1\n")
     assert out.ename == "ValueError" and "backoff must be a finite number" in out.evalue
+
+
+def test_a_workflow_inside_a_workflow_is_refused_with_the_way_out(kernel: KernelSession):
+    kernel.run("%%activity\ndef f(x):\n    return x\n").raise_for_error()
+    for nested in ["get_ipython().run_cell_magic('workflow', 'inner', 'b = f(2)')",
+                   'get_ipython().run_cell_magic("workflow", "inner", "b = f(2)")',
+                   "if True:\n    get_ipython().run_cell_magic('workflow', 'inner', 'b = 1')",
+                   "%workflow resume outer-1"]:
+        out = kernel.run(f"%%workflow outer\na = f(1)\n{nested}\n")
+        assert out.ename == "UsageError", (nested, out.text)
+        assert "a workflow cannot run inside another" in out.evalue
+        assert "in a cell of its own" in out.evalue
+        assert "await" not in out.text, out.text
+    assert durable_nb.runs().empty  # refused before any run started
+
+    # Started in a way the cell does not show: refused when it runs.
+    out = kernel.run("%%workflow outer\na = f(1)\nmagic = 'work' + 'flow'\n"
+                     "get_ipython().run_cell_magic(magic, 'inner', 'b = f(2)')\n")
+    assert out.ename == "UsageError", out.text
+    assert "a workflow cannot run inside another" in out.evalue
+    assert "inside run outer-1" in out.evalue
+    assert list(durable_nb.runs().workflow) == ["outer"]
+    kernel.run("%%workflow inner\nb = f(2)\n").raise_for_error()
+    assert kernel.run("print(b)").raise_for_error().stdout.strip() == "2"
