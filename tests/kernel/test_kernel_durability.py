@@ -173,6 +173,20 @@ def test_workflow_resume_continues_a_run_from_the_journal_in_a_fresh_kernel(
     assert [counts[f"done {i}"] for i in range(6)] == [1] * 6
 
 
+def test_a_fork_made_outside_the_notebook_resumes_with_the_cell_of_its_parent(
+        kernel: KernelSession, effects: Path):
+    from durable_nb.server.client import default_client
+
+    kernel.run(activity_cell(effects, sleep=0.01)).raise_for_error()
+    kernel.run(SWEEP.format(n=4)).raise_for_error()
+    fork = default_client().fork_run("sweep-1", 2)["run_id"]  # as the sidebar and CLI do
+    restart(kernel)
+    out = kernel.run(f"%workflow resume {fork}").raise_for_error()
+    assert f"{fork} completed: 4 steps (2 replayed, 2 ran)" in out.stdout
+    counts = effect_counts(effects)
+    assert [counts[f"done {i}"] for i in range(4)] == [1, 1, 2, 2]
+
+
 def test_workflow_resume_names_what_is_wrong(kernel: KernelSession):
     out = kernel.run("%workflow resume")
     assert out.ename == "UsageError" and "usage: %workflow resume RUN_ID" in out.evalue
