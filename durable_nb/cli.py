@@ -7,15 +7,19 @@ server operations; ``resume`` needs the notebook's kernel, so it prints the magi
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
+import signal
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from durable_nb.errors import DurableError, RunBusy, RunFinished
+from durable_nb.errors import DurableError, JournalUnavailable, RunBusy, RunFinished
 from durable_nb.journal.schema import RUN_STATUSES
 
 
@@ -170,11 +174,31 @@ def cmd_server(args: argparse.Namespace) -> int:
     assert info is not None
     pid = int(info["pid"])
     client = JournalClient(home)
-    client.shutdown()
-    client.close()
+    try:
+        client.shutdown()
+    except JournalUnavailable as exc:
+        # A server that cannot prove the home's keys: one of an older durable_nb (before
+        # the keys) still running. It runs as this user (kill would be refused otherwise)
+        # with this home on its command line, so stopping it is ours to do.
+        if not _serves_home(pid, home):
+            raise
+        os.kill(pid, signal.SIGTERM)
+        print(f"the journal server (pid {pid}) did not prove the home's keys ({exc}); "
+              "sent it SIGTERM", file=sys.stderr)
+    finally:
+        client.close()
     wait_until(lambda: not pid_alive(pid), 10, interval=0.05)
     print(f"stopped the journal server (pid {pid}) of {home}")
     return 0
+
+
+def _serves_home(pid: int, home: Path) -> bool:
+    """The process ``pid`` is a journal server started for ``home`` (its command line)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return ("--home", str(home)) in itertools.pairwise(argv) and "durable_nb.server" in argv
 
 
 def _count(text: str) -> int:

@@ -219,8 +219,8 @@ class JournalServer:
         if owner != pid and state.owner_alive() and not msg.get("force"):
             raise RunBusy(
                 f"run {run_id} is being executed by another live process (pid {owner}). "
-                "Wait for it, cancel it (`durable-nb cancel` or the sidebar), or start a new "
-                "run with --new."
+                f"Wait for it, cancel it (`durable-nb cancel {run_id}` or the sidebar), or "
+                "start a new run with --new."
             )
         previous = state.status
         self._stage([event(run_id, "run_status", status="running", name=state.workflow,

@@ -440,3 +440,26 @@ def test_the_home_keys_are_a_private_file_of_this_user(harness, home: Path) -> N
     assert st.st_uid == os.getuid()
     assert set(json.loads(keys.read_text())) == {
         "server_public", "server_secret", "client_public", "client_secret"}
+
+
+KEYLESS_SERVER = """
+import sys
+import durable_nb.server.app as app
+from durable_nb.server import auth
+auth.bind = lambda sock, home, endpoint: sock.bind(endpoint)  # as servers were before keys
+sys.exit(app.main(["--home", {home!r}]))
+"""
+
+
+def test_server_stop_stops_a_server_of_an_older_version_that_holds_no_keys(harness, home):
+    proc = harness.python(KEYLESS_SERVER.format(home=str(home)),
+                          "-m", "durable_nb.server", "--home", str(home))
+    assert harness.wait_until(
+        lambda: (info := read_server_info(home)) is not None and info["pid"] == proc.pid, 30)
+    done = subprocess.run([sys.executable, "-m", "durable_nb.cli", "server", "stop"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "DURABLE_NB_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    assert "did not prove the home's keys" in done.stderr and "SIGTERM" in done.stderr
+    assert f"stopped the journal server (pid {proc.pid})" in done.stdout
+    assert proc.wait(timeout=30) == 0
