@@ -44,6 +44,7 @@ log = logging.getLogger("durable_nb.client")
 START_TIMEOUT = float(os.environ.get("DURABLE_NB_SERVER_START_TIMEOUT", "30"))
 PING_TIMEOUT = 5.0
 START_NOTICE = 5.0  # seconds of a server start before the client says it still waits
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: enum arithmetic is slow
 POLL_MS = 200
 
 
@@ -55,6 +56,7 @@ class JournalClient:
         self._lock = threading.Lock()  # guards the socket and the request state below
         self._replied = threading.Condition(self._lock)  # a reply was filed in _answers
         self._receiving = False  # a waiting thread is reading the socket
+        self._alive_checked = 0.0  # when the receiver last made sure the server lives
         self._answers: dict[int, tuple[dict[str, Any], list[bytes]]] = {}
         self._wake_r, self._wake_w = _wake_pipe()
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
@@ -214,15 +216,20 @@ class JournalClient:
         fd = int(sock.getsockopt(zmq.FD))
         self._lock.release()
         try:
-            select.select([fd, self._wake_r], [], [], POLL_MS / 1000)
+            ready, _, _ = select.select([fd, self._wake_r], [], [], POLL_MS / 1000)
         finally:
             self._lock.acquire()
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._wake_r, 4096)
+        if self._wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 4096)
         if self._sock is not sock:  # reconnected by a sender meanwhile: resent already
             return
         if self._read_ready(sock):
             return
+        now = time.monotonic()
+        if ready and now - self._alive_checked < POLL_MS / 1000:
+            return  # the fd also wakes for ZeroMQ's own traffic: look at /proc seldom
+        self._alive_checked = now
         if self._server_pid is not None and not pid_alive(self._server_pid):
             log.warning("journal server (pid %s) died; restarting it", self._server_pid)
             self._drop_socket()
@@ -230,7 +237,7 @@ class JournalClient:
     def _read_ready(self, sock: zmq.Socket[bytes]) -> bool:
         """File every reply already readable (lock held); True if any arrived."""
         got = False
-        while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+        while int(sock.getsockopt(_EVENTS)) & _POLLIN:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
