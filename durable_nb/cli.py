@@ -241,47 +241,37 @@ def build_parser() -> argparse.ArgumentParser:
                     "DURABLE_NB_HOME, else <jupyter data dir>/durable_nb.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("runs", help="list runs, newest first")
+
+    def command(name: str, fn: Any, summary: str,
+                run_id: bool = True) -> argparse.ArgumentParser:
+        """A subcommand: its RUN_ID argument (most act on one run) and --json output."""
+        p = sub.add_parser(name, help=summary)
+        if run_id:
+            p.add_argument("run_id")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(fn=fn)
+        return p
+
+    p = command("runs", cmd_runs, "list runs, newest first", run_id=False)
     p.add_argument("--workflow")
     p.add_argument("--status", choices=sorted(RUN_STATUSES))
     p.add_argument("--limit", type=_count, default=50, metavar="N",
                    help="at most N runs (default 50)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_runs)
-    p = sub.add_parser("show", help="one run and its steps")
-    p.add_argument("run_id")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_show)
-    p = sub.add_parser("sql", help="run one read-only query over the views runs and steps")
+    command("show", cmd_show, "one run and its steps")
+    p = command("sql", cmd_sql, "run one read-only query over the views runs and steps",
+                run_id=False)
     p.add_argument("query")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_sql)
-    p = sub.add_parser("cancel", help="cancel a run; its process stops at the next step")
-    p.add_argument("run_id")
+    p = command("cancel", cmd_cancel, "cancel a run; its process stops at the next step")
     p.add_argument("--reason", help="recorded as the run's error")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_cancel)
-    p = sub.add_parser("signal", help="send a run a signal: a name and a JSON value")
-    p.add_argument("run_id")
+    p = command("signal", cmd_signal, "send a run a signal: a name and a JSON value")
     p.add_argument("name")
     p.add_argument("value", nargs="?", type=_json_value, default=None,
                    help="a JSON value (default null)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_signal)
-    p = sub.add_parser("fork", help="a new run with the steps before N; resume it to run the rest")
-    p.add_argument("run_id")
+    p = command("fork", cmd_fork, "a new run with the steps before N; resume it to run the rest")
     p.add_argument("--at", type=_step_number, required=True, metavar="N",
                    help="keep the steps before step N")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_fork)
-    p = sub.add_parser("delete", help="delete a run and its journal (not while it runs)")
-    p.add_argument("run_id")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_delete)
-    p = sub.add_parser("resume", help="how to resume a run: the magic to run in its notebook")
-    p.add_argument("run_id")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_resume)
+    command("delete", cmd_delete, "delete a run and its journal (not while it runs)")
+    command("resume", cmd_resume, "how to resume a run: the magic to run in its notebook")
     p = sub.add_parser("server", help="the journal server of the home")
     p.add_argument("action", choices=["status", "stop"])
     p.set_defaults(fn=cmd_server)
