@@ -154,9 +154,10 @@ class JournalClient:
     # blocks on the socket while holding it. One waiting thread at a time is the receiver:
     # it sleeps in select() on the socket's notification fd (and a wake-up pipe) with the
     # lock released, then reads what arrived and files each reply under its request id in
-    # ``_answers``, where its own waiter finds it. Whoever touches the socket (a send, too)
-    # reads what is readable before letting go: ZeroMQ's fd is edge-triggered, so a reply
-    # noticed by a sender would otherwise wait unseen until the receiver's next timeout.
+    # ``_answers``, where its own waiter finds it. A sender reads what is readable before
+    # letting go while a receiver sleeps: ZeroMQ's fd is edge-triggered, so a reply noticed
+    # by the send would otherwise wait unseen until the receiver's next timeout. (With no
+    # receiver there is nothing to miss: a receiver reads what is ready before it sleeps.)
 
     def send(self, op: str, noreply: bool = False, **fields: Any) -> int:
         """Send a request without waiting; its reply is consumed by a later ``wait``.
@@ -174,7 +175,8 @@ class JournalClient:
             frame = protocol.dumps(message)
             self._unacked[rid] = frame
             sock.send(frame)
-            self._read_ready(sock)
+            if self._receiving:  # the send may have taken the fd's edge the receiver waits on
+                self._read_ready(sock)
             return rid
 
     def wait(self, rid: int, timeout: float | None = None) -> tuple[dict[str, Any], list[bytes]]:
