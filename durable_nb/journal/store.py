@@ -129,8 +129,13 @@ class JournalStore:
         file name) was stored as JSON text with a ``\\udcXX`` escape: Python reads it,
         DuckDB refuses it, and one such row broke the ``steps`` view for every run. Such a
         payload is re-encoded the way it is now (pickled, so replay returns the same
-        string); such a ``meta`` gets its text escaped. A no-op on a sound journal.
+        string); such a ``meta`` gets its text escaped. Servers of this version refuse such
+        JSON before it is stored, so a journal is repaired once (noted in ``repairs``).
         """
+        self._exec("CREATE TABLE IF NOT EXISTS repairs "
+                   "(name VARCHAR PRIMARY KEY, done_at TIMESTAMPTZ)")
+        if self._exec("SELECT count(*) FROM repairs WHERE name = 'unreadable-json'")[0][0]:
+            return
         rows = self._exec(
             "SELECT eid, data_json, meta FROM events WHERE NOT coalesce(json_valid(data_json), "
             "true) OR NOT coalesce(json_valid(meta), true)")
@@ -144,6 +149,7 @@ class JournalStore:
             self._exec(f"UPDATE events SET {columns} WHERE eid = ?", [*changes.values(), eid])
             log.warning("re-encoded unreadable JSON of event %s (%s) in %s", eid,
                         ", ".join(changes), self.path)
+        self._exec("INSERT INTO repairs VALUES ('unreadable-json', now())")
 
     def _reencoded(self, eid: str, data_json: str | None, meta: str | None) -> dict[str, Any]:
         """New values for the unreadable JSON columns of one event."""

@@ -308,6 +308,7 @@ def test_unreadable_json_written_by_older_versions_is_re_encoded_on_open(tmp_pat
     path = tmp_path / "journal.duckdb"
     JournalStore(path).close()
     raw = duckdb.connect(str(path))
+    raw.execute("DROP TABLE repairs")  # as an older version's journal: never repaired
     raw.execute(
         "INSERT INTO events (id, eid, ts, run_id, kind, seq, attempt, name, data_json, "
         "preview, meta) VALUES (1, 'old-1', now(), 'r-1', 'step_completed', 0, 1, 'load', "
@@ -322,3 +323,8 @@ def test_unreadable_json_written_by_older_versions_is_re_encoded_on_open(tmp_pat
     assert len(steps) == 1
     assert decode(row["data_json"], row["data_pickle"]) == "caf\udce9.csv"
     assert "caf" in row["meta"] and "\\udce9" not in row["meta"]
+    store = JournalStore(path)  # repaired once: the next open does not scan again
+    try:
+        assert store.query("SELECT name FROM repairs").to_pylist() == [{"name": "unreadable-json"}]
+    finally:
+        store.close()
