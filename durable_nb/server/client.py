@@ -262,6 +262,10 @@ class JournalClient:
             # Not a failed sync: the server made every earlier request durable first.
             self._retire_noreply_before(got)
         self.cancelled.update(reply.get("cancelled", ()))
+        if got in self._noreply:  # only a refusal answers these, and nobody waits for it
+            self._noreply.discard(got)
+            log.warning("journal request %s failed: %s", got, reply.get("error"))
+            return False
         self._answers[got] = (reply, frames[1:])
         return True
 

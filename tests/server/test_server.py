@@ -480,3 +480,13 @@ def test_server_json_names_a_live_server_with_the_documented_fields(harness,
     assert set(info) >= {"pid", "endpoint", "started_at", "protocol"}
     assert info["pid"] == pid
     assert re.fullmatch(r"ipc://.+", info["endpoint"])
+
+
+def test_a_refused_append_nobody_waits_for_is_logged_and_not_kept(harness, caplog) -> None:
+    client = harness.client()
+    bad = harness.event("r-1", seq=0, attempt=1, name="s", ts="yesterday")
+    client.append([bad], wait=False)
+    with caplog.at_level("WARNING", logger="durable_nb.client"):
+        client.call("ping")  # the refusal arrives before this answer
+    assert any("'ts' must be epoch seconds" in r.getMessage() for r in caplog.records)
+    assert client._answers == {} and client._noreply == set()
