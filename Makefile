@@ -96,8 +96,9 @@ test: $(STAMP_TEST) labextension browser
 	$(BIN)/mypy
 	$(BIN)/pytest
 
+# DEMO_ARGS, e.g. "--step-seconds 2 --kill-at 3" (python -m durable_nb.demo --help).
 demo: $(STAMP_LAB)
-	$(BIN)/python -m durable_nb.demo
+	$(BIN)/python -m durable_nb.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache test-artifacts \

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from durable_nb.parameters import assignments, cell_source, parameters_index
 from durable_nb.server.discovery import wait_until
 
 NOTEBOOK = "sweep.ipynb"
@@ -38,10 +39,14 @@ def find_notebook() -> Path:
              "Run the demo from a clone of the repository (`make demo`).")
 
 
-def code_cells(path: Path) -> list[str]:
-    cells = json.loads(path.read_text())["cells"]
-    return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-            for c in cells if c["cell_type"] == "code"]
+def code_cells(path: Path, parameters: dict[str, Any]) -> list[str]:
+    """The notebook's code cells, with ``parameters`` assigned after its parameters cell."""
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    sources = [cell_source(c) for c in cells]
+    at = parameters_index(cells)
+    if at is not None:
+        sources.insert(at + 1, assignments(parameters))
+    return sources
 
 
 def ranges(seqs: list[int]) -> str:
@@ -72,14 +77,19 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kill-at", type=int, default=5,
                         help="SIGKILL the kernel while this step runs (default 5)")
+    parser.add_argument("--step-seconds", type=float, default=0.3, metavar="S",
+                        help="seconds one training step takes (the notebook's own default, "
+                             "for killing by hand, is 2; default here 0.3)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the journal home afterwards and print its path")
     args = parser.parse_args(argv)
     if args.kill_at < 0:
         parser.error("--kill-at takes a step number >= 0")
+    if not args.step_seconds >= 0:
+        parser.error("--step-seconds takes a number of seconds >= 0")
 
     notebook = find_notebook()
-    cells = code_cells(notebook)
+    cells = code_cells(notebook, {"step_seconds": args.step_seconds})
     wf_index = next((i for i, c in enumerate(cells) if c.lstrip().startswith("%%workflow")),
                     None)
     if wf_index is None:
