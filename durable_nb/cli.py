@@ -43,17 +43,24 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from durable_nb.api import sql, steps
+    from durable_nb.engine.history import replay_savings
+    from durable_nb.server.client import default_client
 
     step_rows = steps(args.run_id)
     run = sql("SELECT * FROM runs WHERE run_id = ?", [args.run_id])
+    savings = replay_savings(default_client(), args.run_id)
     if args.json:
         print(json.dumps({
-            "run": json.loads(run.to_json(orient="records", date_format="iso"))[0],
+            "run": {**json.loads(run.to_json(orient="records", date_format="iso"))[0],
+                    **savings},
             "steps": json.loads(step_rows.to_json(orient="records", date_format="iso")),
         }))
         return 0
     for key, value in run.iloc[0].items():
         print(f"{key:>16}: {value}")
+    if savings["replayed_steps"]:
+        print(f"{'replayed':>16}: {savings['replayed_steps']} steps on the last resume — "
+              f"saved {savings['saved_s']:.1f} s")
     print()
     _print_frame(step_rows.drop(columns=["run_id"]), False)
     return 0

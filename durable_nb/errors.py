@@ -39,6 +39,21 @@ class NondeterminismError(DurableError):
     """Replaying a run, the workflow asked for a different call than the journal holds."""
 
 
+class MissingInput(DurableError, NameError):
+    """A workflow cell reads a name this kernel lacks, and its run could not record it."""
+
+    def __init__(self, name: str, run_id: str, type_name: str, why: str | None) -> None:
+        because = f" ({why})" if why else ""
+        super().__init__(
+            f"the workflow cell reads `{name}`, which this kernel does not define, and run "
+            f"{run_id} could not record it: a {type_name} cannot be stored{because}. Run the "
+            f"cells that define `{name}`, then re-run this cell.")
+        self.name = name
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"MissingInput: {self}"]
+
+
 class ActivityFailed(DurableError):
     """An activity failed for good (retries exhausted or a non-retryable error).
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,49 @@ def test_show_prints_the_run_and_its_steps(journal_home: Path, finished_run: str
     data = json.loads(cli(journal_home, "show", finished_run, "--json").stdout)
     assert data["run"]["status"] == "completed"
     assert [s["seq"] for s in data["steps"]] == [0, 1, 2]
+
+
+def test_show_says_what_the_last_resume_replayed_and_the_run_time_it_saved(
+        journal_home: Path):
+    import time
+
+    from durable_nb.engine.history import replay_savings
+    from durable_nb.server.client import default_client
+
+    @durable_nb.activity
+    def slow(x: int) -> int:
+        time.sleep(0.2)
+        return x
+
+    def body(fail_at: int | None) -> list[int]:
+        out = []
+        for i in range(4):
+            if i == fail_at:
+                raise RuntimeError("the kernel went away")
+            out.append(slow(i))
+        return out
+
+    first = open_run("slowly")
+    with pytest.raises(RuntimeError):
+        first.execute(lambda: body(2))
+    assert replay_savings(default_client(), first.run_id) == {"replayed_steps": 0,
+                                                              "saved_s": 0.0}
+    again = open_run("slowly")
+    assert again.execute(lambda: body(None)) == [0, 1, 2, 3]
+    assert "(2 replayed, 2 ran)" in again.summary()
+    assert re.search(r"replay saved 0\.[4-9] s of recorded run time", again.summary())
+
+    savings = replay_savings(default_client(), again.run_id)
+    assert savings["replayed_steps"] == 2 and 0.4 <= savings["saved_s"] < 2.0
+    out = cli(journal_home, "show", again.run_id)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"replayed: 2 steps on the last resume — saved 0\.\d s", out.stdout)
+    data = json.loads(cli(journal_home, "show", again.run_id, "--json").stdout)
+    assert data["run"]["replayed_steps"] == 2
+    assert data["run"]["saved_s"] == pytest.approx(savings["saved_s"])
+    once = open_run("once")
+    once.execute(lambda: slow(0))
+    assert "replayed:" not in cli(journal_home, "show", once.run_id).stdout
 
 
 def test_sql_runs_a_query_over_the_views(journal_home: Path, finished_run: str):

@@ -20,8 +20,9 @@ class StepRecord:
     args_hash: str | None = None
     args_preview: str | None = None
     result_preview: str | None = None
-    started_ts: float | None = None
+    started_ts: float | None = None  # first attempt's start
     ended_ts: float | None = None
+    attempt_started_ts: float | None = None  # the latest attempt's start
     attempts: int = 0
     status: str = "started"  # started (abandoned if no one runs it) | completed | failed
     result_json: str | None = None
@@ -30,6 +31,13 @@ class StepRecord:
     traceback: str | None = None
     exception_pickle: bytes | None = None
     final: bool = True
+
+    @property
+    def attempt_s(self) -> float | None:
+        """How long the attempt that ended the step took (without a dead kernel's wait)."""
+        if self.attempt_started_ts is None or self.ended_ts is None:
+            return None
+        return max(0.0, self.ended_ts - self.attempt_started_ts)
 
     def result(self) -> Any:
         return decode(self.result_json, self.result_pickle)
@@ -49,7 +57,7 @@ STEP_EVENTS_SQL = """
            preview, error, traceback, meta, epoch(ts) AS ts
     FROM events
     WHERE run_id = ? AND kind IN ('step_started', 'step_completed', 'step_failed',
-                                  'activity_code')
+                                  'activity_code', 'run_input')
     ORDER BY id
 """
 
@@ -75,6 +83,7 @@ def fold_steps(rows: list[dict[str, Any]]) -> dict[int, StepRecord]:
                 rec.started_ts = row["ts"]
             if rec.status != "completed":
                 rec.status = "started"
+                rec.attempt_started_ts = row["ts"]
         elif kind == "step_completed":
             rec.status = "completed"
             rec.result_json, rec.result_pickle = row["data_json"], row["data_pickle"]
@@ -87,6 +96,31 @@ def fold_steps(rows: list[dict[str, Any]]) -> dict[int, StepRecord]:
             rec.exception_pickle = row["data_pickle"]
             rec.ended_ts = row["ts"]
     return steps
+
+
+REPLAY_SAVINGS_SQL = """
+    WITH claim AS (  -- the latest resume: what that execution found already done
+        SELECT max(ts) AS claimed_at FROM events
+        WHERE run_id = ? AND kind = 'run_status' AND status = 'running'
+    ), done AS (
+        SELECT c.seq, epoch(c.ts) - epoch(s.ts) AS took
+        FROM events c JOIN events s ON s.run_id = c.run_id AND s.seq = c.seq
+             AND s.attempt = c.attempt AND s.kind = 'step_started'
+        WHERE c.run_id = ? AND c.kind = 'step_completed' AND c.ts < (SELECT claimed_at FROM claim)
+    )
+    SELECT count(DISTINCT seq) AS replayed_steps, coalesce(sum(took), 0.0) AS saved_s
+    FROM done
+"""
+
+
+def replay_savings(client: JournalClient, run_id: str,
+                   timeout: float = 300.0) -> dict[str, Any]:
+    """What the journal saved the run's latest execution: ``replayed_steps`` (completed
+    before it resumed the run, so replayed) and ``saved_s``, their recorded attempt time.
+    Zero for a run executed once from the start."""
+    row = client.query(REPLAY_SAVINGS_SQL, [run_id, run_id], timeout=timeout).to_pylist()[0]
+    return {"replayed_steps": int(row["replayed_steps"]),
+            "saved_s": round(float(row["saved_s"]), 3)}
 
 
 def steps_before(seq: int) -> str:

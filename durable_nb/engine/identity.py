@@ -102,6 +102,7 @@ def open_fork(client: JournalClient, parent: dict[str, Any], at: int, source: st
     ctx = RunContext(client, run_id, parent["workflow"], "resume", fold_steps(rows), rows,
                      source=source, key=key)
     ctx.forked_from = parent["run_id"]
+    ctx.inputs = {}  # the fork runs on with the notebook's current inputs: it records them
     return ctx
 
 

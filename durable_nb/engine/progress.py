@@ -29,15 +29,25 @@ class StepView:
     result: str | None = None
     error: str | None = None
     traceback: str | None = None
-    started: float | None = None  # epoch seconds
+    started: float | None = None  # epoch seconds, of the first attempt
     ended: float | None = None
     replayed: bool = False
+    attempt_started: float | None = None  # of the latest attempt
 
     @property
     def duration(self) -> float | None:
+        """From the first attempt's start to the end (with any dead kernel's wait)."""
         if self.started is None or self.ended is None:
             return None
         return max(0.0, self.ended - self.started)
+
+    @property
+    def attempt_duration(self) -> float | None:
+        """The latest attempt alone: the run time the step cost."""
+        start = self.attempt_started if self.attempt_started is not None else self.started
+        if start is None or self.ended is None:
+            return None
+        return max(0.0, self.ended - start)
 
 
 @dataclass
@@ -56,6 +66,11 @@ class RunProgress:
     version: int = 0
     last_event_id: int = 0  # of the journal events folded in (see ``follow``)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def saved(self) -> float:
+        """Recorded run time of the replayed steps: what durability saved this execution."""
+        with self._lock:
+            return sum(s.attempt_duration or 0.0 for s in self.steps.values() if s.replayed)
 
     # -- folding events ----------------------------------------------------------------------
     def apply(self, ev: dict[str, Any]) -> None:
@@ -92,7 +107,7 @@ class RunProgress:
             step.status = "running"
             step.args = ev.get("args") if step.args is None else step.args
             step.started = step.started if step.started is not None else ts
-            step.ended = None
+            step.attempt_started, step.ended = ts, None
         elif kind == "step_completed":
             step.status, step.result, step.ended = "completed", ev.get("result"), ts
         elif kind == "step_failed":
@@ -104,6 +119,7 @@ class RunProgress:
             step.status, step.replayed = "completed", True
             step.args, step.result = ev.get("args"), ev.get("result")
             step.started, step.ended = ev.get("started"), ev.get("ended")
+            step.attempt_started = ev.get("attempt_started")
 
     # -- reading -----------------------------------------------------------------------------
     @property

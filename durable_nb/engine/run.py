@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from durable_nb.engine.history import StepRecord, steps_before
+from durable_nb.engine.inputs import Input, recorded_inputs
 from durable_nb.errors import (
     ActivityFailed,
     NondeterminismError,
@@ -109,6 +110,7 @@ class RunContext:
         self.key = key
         self.status = "running"
         self.replayed = 0
+        self.saved_s = 0.0  # recorded run time of the replayed steps
         self.executed = 0
         self.forked_from: str | None = None
         self.resumed_from_status: str | None = None
@@ -126,6 +128,11 @@ class RunContext:
         self._next_seq = 0
         self._lock = threading.RLock()
         self._code_recorded = {r["code_hash"] for r in rows if r["kind"] == "activity_code"}
+        # The workflow cell's inputs as recorded (see engine/inputs.py); a replay whose
+        # inputs changed forks (for ``fork_reason``) and records ``pending_inputs``.
+        self.inputs: dict[str, Input] = recorded_inputs(rows)
+        self.fork_reason: str | None = None
+        self.pending_inputs: list[Input] = []
 
     # -- numbering and replay ----------------------------------------------------------------
     def reserve(self, n: int = 1) -> int:
@@ -158,10 +165,12 @@ class RunContext:
                 raise NondeterminismError(self._divergence(seq, rec, activity, args, kwargs))
             if rec.status == "completed":
                 self.replayed += 1
+                self.saved_s += rec.attempt_s or 0.0
                 value = rec.result()
                 self._emit({"kind": "step_replayed", "seq": seq, "name": rec.name,
                             "attempt": rec.attempts, "args": rec.args_preview,
                             "result": rec.result_preview, "started": rec.started_ts,
+                            "attempt_started": rec.attempt_started_ts,
                             "ended": rec.ended_ts})
                 return value
             if rec.status == "failed" and self.mode == "replay":
@@ -194,8 +203,12 @@ class RunContext:
         self.run_id, self.mode = run_id, "resume"
         self.steps = {n: rec for n, rec in self.steps.items() if n < seq}
         self.forked_from = parent
-        self._notice(f"step {seq} differs from run {parent}: continuing as {run_id}, "
-                     f"{steps_before(seq)} reused")
+        why = self.fork_reason if self.fork_reason else f"step {seq} differs"
+        self.notice(f"{why} from run {parent}: continuing as {run_id}, "
+                    f"{steps_before(seq)} reused")
+        if self.pending_inputs:
+            self.record_inputs(self.pending_inputs)
+            self.pending_inputs = []
         self._emit({"kind": "run_forked", "from": parent, "seq": seq, "run_id": run_id})
 
     # -- live execution --------------------------------------------------------------------
@@ -204,7 +217,7 @@ class RunContext:
         __tracebackhide__ = True
         name, policy = activity.name, activity.policy
         payload = encode_arguments(activity, args, kwargs, seq)
-        self._record_code(activity)
+        self.record_code(activity)
         attempt, retries_left = first_attempt, policy.retries
         while True:
             self.check_stop()
@@ -287,7 +300,9 @@ class RunContext:
             exc.__cause__ = cause
         return exc
 
-    def _record_code(self, activity: Activity[Any, Any]) -> None:
+    def record_code(self, activity: Activity[Any, Any]) -> None:
+        """Record an activity's source (once per run and code): what a resume defines
+        again from the journal."""
         if activity.code_hash in self._code_recorded:
             return
         self._code_recorded.add(activity.code_hash)
@@ -295,6 +310,12 @@ class RunContext:
                                   code_hash=activity.code_hash,
                                   meta={"source": activity.source,
                                         "cell": activity.defined_by})], wait=False)
+
+    def record_inputs(self, inputs: list[Input]) -> None:
+        """Journal the workflow cell's inputs (before its first step, on the same ordered
+        connection: a step that is durable implies the inputs are)."""
+        self.client.append([i.as_event(self.run_id) for i in inputs], wait=False)
+        self.inputs.update((i.name, i) for i in inputs)
 
     # -- run lifecycle ---------------------------------------------------------------------
     def check_stop(self) -> None:
@@ -333,8 +354,9 @@ class RunContext:
             value = body()
             with self._lock:
                 recorded = max(self.steps, default=-1) + 1
-                if self.mode == "replay" and self._next_seq < recorded:
-                    self._fork(self._next_seq)  # the workflow now makes fewer calls
+                if self.mode == "replay" and (self._next_seq < recorded or self.fork_reason):
+                    # The workflow now makes fewer calls, or its inputs changed.
+                    self._fork(self._next_seq)
             if self.mode == "resume":
                 self._finish("completed")
             else:
@@ -347,7 +369,7 @@ class RunContext:
             raise
         except KeyboardInterrupt:
             self._finish("interrupted", "interrupted by the user (kernel interrupt)")
-            self._notice(f"run {self.run_id} interrupted: re-run the cell to resume it")
+            self.notice(f"run {self.run_id} interrupted: re-run the cell to resume it")
             raise
         except BaseException as exc:
             first_line = str(exc).splitlines()[0] if str(exc) else ""
@@ -373,7 +395,7 @@ class RunContext:
                                   error=error, traceback=tb)], wait=True)
         self._emit({"kind": "run_status", "status": status, "error": error, "ts": time.time()})
 
-    def _notice(self, text: str) -> None:
+    def notice(self, text: str) -> None:
         self.notices.append(text)
         self.notify(text)
 
@@ -390,6 +412,8 @@ class RunContext:
         steps = self.replayed + self.executed
         parts = [f"{self.run_id} {self.status}: {steps} step{'s' if steps != 1 else ''} "
                  f"({self.replayed} replayed, {self.executed} ran) in {self.elapsed:.2f} s"]
+        if self.replayed:
+            parts.append(f"replay saved {self.saved_s:.1f} s of recorded run time")
         if self.resumed_from_status:
             parts.append(f"resumed (was {self.resumed_from_status})")
         if self.forked_from:

@@ -49,7 +49,8 @@ MIGRATIONS: dict[int, str] = {
         ts          TIMESTAMPTZ NOT NULL,
         run_id      VARCHAR NOT NULL,
         kind        VARCHAR NOT NULL,      -- run_started, run_status, step_started,
-                                           -- step_completed, step_failed, activity_code
+                                           -- step_completed, step_failed, activity_code,
+                                           -- signal, run_input
         seq         INTEGER,
         attempt     INTEGER,
         name        VARCHAR,               -- workflow (run events) or activity (step events)
@@ -129,7 +130,7 @@ FROM agg a LEFT JOIN runs r USING (run_id);
 """
 
 EventKind = Literal["run_started", "run_status", "step_started", "step_completed",
-                    "step_failed", "activity_code", "signal"]
+                    "step_failed", "activity_code", "signal", "run_input"]
 RunStatus = Literal["running", "completed", "failed", "interrupted", "cancelled"]
 EVENT_KINDS: frozenset[str] = frozenset(get_args(EventKind))
 RUN_STATUSES: frozenset[str] = frozenset(get_args(RunStatus))

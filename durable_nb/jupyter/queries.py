@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from durable_nb.engine.history import replay_savings
 from durable_nb.errors import RunNotFound
 from durable_nb.server.client import JournalClient
 
@@ -91,7 +92,8 @@ def run_detail(client: JournalClient, run_id: str) -> dict[str, Any]:
         WHERE s.run_id = ?
         ORDER BY s.seq
     """, [run_id, run_id], timeout=TIMEOUT).to_pylist()
-    return {"run": json_row(run[0]), "steps": [json_row(s) for s in steps]}
+    return {"run": {**json_row(run[0]), **replay_savings(client, run_id, TIMEOUT)},
+            "steps": [json_row(s) for s in steps]}
 
 
 def run_events(client: JournalClient, run_id: str, since: int, limit: int) -> dict[str, Any]:

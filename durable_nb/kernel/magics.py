@@ -13,6 +13,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from durable_nb.engine.activity import Activity
 from durable_nb.engine.identity import find_run, open_run, recorded_cell
+from durable_nb.engine.inputs import bind_inputs, cell_inputs, free_names
 from durable_nb.engine.retry import RetryPolicy
 from durable_nb.engine.run import RunContext, current_run
 from durable_nb.errors import RunNotFound
@@ -183,16 +184,18 @@ class DurableMagics(Magics):
             lines = cell.splitlines()  # IPython keeps one line per magic line
             shown = f": `{lines[nested - 1].strip()}`" if nested <= len(lines) else ""
             raise _nested_workflow(f"the cell starts one{shown}")
+        ns = self._ipython.user_ns
+        inputs = cell_inputs(free_names(code, filename), ns, self._ipython.user_ns_hidden)
         last_expr = None
         if tree.body and isinstance(last := tree.body[-1], ast.Expr):
             tree.body.pop()
             last_expr = ast.Expression(last.value)
         body_code = compile(tree, filename, "exec")
         expr_code = compile(last_expr, filename, "eval") if last_expr else None
-        ns = self._ipython.user_ns
 
         def body() -> Any:
             __tracebackhide__ = True
+            bind_inputs(ctx, inputs, ns)
             exec(body_code, ns)  # noqa: S102 - the user's own cell
             return eval(expr_code, ns) if expr_code else None  # noqa: S307
 
@@ -203,6 +206,7 @@ class DurableMagics(Magics):
             raise UsageError(f"%%workflow: {exc}") from None
         for notice in ctx.notices:
             print(notice)
+        self._define_recorded_activities(ctx.run_id, [n for n in inputs if n not in ns])
         return opts, ctx, body
 
     @line_magic("workflow")  # type: ignore[arg-type]  # IPython types the named form as Never
@@ -237,16 +241,25 @@ class DurableMagics(Magics):
             raise UsageError(
                 f"%workflow resume: run {run_id} was not started by a %%workflow cell, so the "
                 "journal holds no cell to run; call its @durable_nb.workflow function again")
-        activities = client.query(
+        self._define_recorded_activities(run_id)
+        return f"{run['workflow']} --id {run_id}", cell
+
+    def _define_recorded_activities(self, run_id: str,
+                                    names: list[str] | None = None) -> None:
+        """Define the run's activities that the kernel lacks (of ``names``, or all) from
+        their recorded ``%%activity`` cells."""
+        if names == []:
+            return
+        activities = default_client().query(
             "SELECT name, arg_max(meta->>'cell', id) AS cell FROM events WHERE run_id = ? "
             "AND kind = 'activity_code' GROUP BY name", [run_id]).to_pylist()
         ns = self._ipython.user_ns
         missing: dict[str, list[str]] = {}  # recorded %%activity cell -> activities it makes
         for a in activities:
-            if a["cell"] and not isinstance(ns.get(a["name"]), Activity):
+            if (a["cell"] and (names is None or a["name"] in names)
+                    and not isinstance(ns.get(a["name"]), Activity)):
                 missing.setdefault(a["cell"], []).append(a["name"])
-        for cell_of, names in missing.items():
+        for cell_of, made in missing.items():
             first, _, body = cell_of.partition("\n")
             self.activity(first.removeprefix("%%activity").strip(), body)
-            print(f"defined from the journal: {', '.join(sorted(names))}")
-        return f"{run['workflow']} --id {run_id}", cell
+            print(f"defined from the journal: {', '.join(sorted(made))}")

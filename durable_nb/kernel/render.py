@@ -13,20 +13,49 @@ from durable_nb.engine.progress import RunProgress, StepView, assign_lanes
 
 MAX_ROWS = 50
 
+# Badge and bar colours. Each badge's text has a contrast of at least 4.5:1 (WCAG AA)
+# against its background, whatever the theme: white on the dark ones, dark green on the
+# light "replayed" tint (see tests/kernel/test_render.py).
 COLORS = {
-    "running": "#1f77b4", "retrying": "#ff7f0e", "waiting": "#9467bd", "completed": "#2ca02c",
-    "failed": "#d62728", "interrupted": "#8c564b", "cancelled": "#7f7f7f",
-    "cancelling": "#7f7f7f", "abandoned": "#bcbd22", "replayed": "#98df8a",
+    "running": "#1f77b4", "retrying": "#b35900", "waiting": "#7b4ea3", "completed": "#217a21",
+    "failed": "#c42121", "interrupted": "#8c564b", "cancelled": "#666666",
+    "cancelling": "#666666", "abandoned": "#6b6b00", "replayed": "#d7f0cf",
 }
+TEXT_COLORS = {"replayed": "#1e5c1e"}  # else white
+REPLAYED_BAR = "#98df8a"  # a bar needs no text contrast: the lighter green reads as "old"
+
+# Inline styles, so the saved summary reads the same in JupyterLab, Notebook 7, VS Code and
+# nbconvert HTML (whose table CSS right-aligns cells in equal-width fixed columns), with
+# theme colours where the page has them; GitHub drops them and the plain table still reads.
+TABLE_STYLE = ("border-collapse:collapse;table-layout:auto;width:auto;margin:4px 0 0 0;"
+               "font-size:90%;color:var(--jp-content-font-color1,inherit)")
+CELL_STYLE = ("text-align:left;vertical-align:top;padding:2px 12px 2px 0;border:none;"
+              "border-bottom:1px solid var(--jp-border-color2,#e0e0e0);white-space:nowrap")
+WRAP_STYLE = CELL_STYLE.replace("white-space:nowrap",
+                                "white-space:pre-wrap;overflow-wrap:anywhere;max-width:36em")
+ERROR_COLOR = "var(--jp-error-color1,#c42121)"
 
 FIX_HINT = ("Fix the activity (re-run its cell), then re-run the workflow cell: recorded steps "
             "are replayed and this step runs again with the new code.")
 
 
 def badge(status: str) -> str:
-    color = COLORS.get(status, "#7f7f7f")
-    return (f'<span class="dnb-badge dnb-{status}" style="background:{color};color:white;'
-            f'border-radius:8px;padding:1px 8px;font-size:90%">{status}</span>')
+    color = COLORS.get(status, COLORS["cancelled"])
+    text = TEXT_COLORS.get(status, "#ffffff")
+    return (f'<span class="dnb-badge dnb-{status}" style="background:{color};color:{text};'
+            f'border-radius:8px;padding:1px 8px;font-size:90%;white-space:nowrap">'
+            f"{status}</span>")
+
+
+def contrast(fg: str, bg: str) -> float:
+    """WCAG contrast ratio of two ``#rrggbb`` colours (1 to 21)."""
+    def luminance(color: str) -> float:
+        channels = [int(color[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+                   for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    light, dark = sorted((luminance(fg), luminance(bg)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
 
 
 def duration_text(seconds: float | None) -> str:
@@ -47,7 +76,9 @@ def progress_text(p: RunProgress) -> str:
     text = f"{done} / {p.total} steps" if p.total else f"{done} step{'s' * (done != 1)} done"
     extras = [f"{counts['replayed']} replayed"] if counts["replayed"] else []
     extras += [f"{counts[k]} {k}" for k in ("running", "retrying", "failed") if counts[k]]
-    return text + (f" ({', '.join(extras)})" if extras else "")
+    text += f" ({', '.join(extras)})" if extras else ""
+    saved = p.saved()
+    return text + (f" — saved {duration_text(saved)}" if counts["replayed"] else "")
 
 
 def header_html(p: RunProgress, now: float | None = None) -> str:
@@ -58,7 +89,7 @@ def header_html(p: RunProgress, now: float | None = None) -> str:
     if p.forked_from:
         line += f" &nbsp;<i>forked from {esc(p.forked_from)}</i>"
     if p.error and p.status in ("failed", "interrupted", "cancelled"):
-        line += f'<div style="color:{COLORS["failed"]}">{esc(p.error)}</div>'
+        line += f'<div style="color:{ERROR_COLOR}">{esc(p.error)}</div>'
     return f'<div class="dnb-header">{line}</div>'
 
 
@@ -76,22 +107,25 @@ def steps_table_html(steps: list[StepView], limit: int = MAX_ROWS) -> str:
         cells = [str(s.seq), esc(s.name), f"<code>{esc(s.args or '')}</code>",
                  f"<code>{esc(s.result or '')}</code>", str(s.attempts),
                  esc(duration_text(s.duration)), _status_cell(s)]
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        rows.append("<tr>" + "".join(
+            f'<td style="{WRAP_STYLE if i in (2, 3) else CELL_STYLE}">{c}</td>'
+            for i, c in enumerate(cells)) + "</tr>")
         if s.status in ("failed", "retrying") and s.error:
-            detail = f'<div style="color:{COLORS["failed"]}"><b>{esc(s.error)}</b></div>'
+            detail = f'<div style="color:{ERROR_COLOR}"><b>{esc(s.error)}</b></div>'
             if s.traceback:
                 detail += (f"<details><summary>traceback</summary><pre>{esc(s.traceback)}"
                            "</pre></details>")
             if s.status == "failed":
                 detail += f"<div><i>{esc(FIX_HINT)}</i></div>"
-            rows.append(f'<tr class="dnb-error"><td></td><td colspan="6">{detail}</td></tr>')
+            rows.append(f'<tr class="dnb-error"><td style="{CELL_STYLE}"></td>'
+                        f'<td colspan="6" style="{WRAP_STYLE}">{detail}</td></tr>')
     hidden = len(steps) - len(shown)
     if hidden > 0:
-        rows.append(f'<tr><td colspan="7"><i>{hidden} earlier step{"s" * (hidden != 1)} '
-                    "not shown</i></td></tr>")
-    head = "".join(f"<th>{h}</th>" for h in
+        rows.append(f'<tr><td colspan="7" style="{CELL_STYLE}"><i>{hidden} earlier '
+                    f'step{"s" * (hidden != 1)} not shown</i></td></tr>')
+    head = "".join(f'<th style="{CELL_STYLE}">{h}</th>' for h in
                    ("seq", "activity", "args", "result", "attempts", "duration", "status"))
-    return (f'<table class="dnb-steps" style="font-size:90%"><thead><tr>{head}</tr></thead>'
+    return (f'<table class="dnb-steps" style="{TABLE_STYLE}"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
@@ -111,7 +145,7 @@ def timeline_svg(steps: list[StepView], now: float | None = None, width: int = 6
         assert step.started is not None
         x = 1 + (step.started - t0) * scale
         w = max(1.5, ((step.ended or now) - step.started) * scale)
-        color = COLORS["replayed" if step.replayed else step.status]
+        color = REPLAYED_BAR if step.replayed else COLORS.get(step.status, COLORS["cancelled"])
         title = html.escape(f"step {step.seq} {step.name}: {step.status}"
                             f" {duration_text(step.duration)}".rstrip())
         bars.append(f'<rect x="{x:.1f}" y="{lane * (row + gap)}" width="{w:.1f}" '

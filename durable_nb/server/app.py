@@ -162,7 +162,8 @@ class JournalServer:
         return {"run_id": run_id, "name": name}
 
     def op_fork_run(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """A new run holding the steps of ``run_id`` before ``at`` (and the activity sources);
+        """A new run holding the steps of ``run_id`` before ``at`` (and the activity sources
+        and the workflow cell's inputs);
         whoever resumes it runs the rest with the current code."""
         at = msg.get("at")
         parent_id, parent = self._run(msg)
@@ -171,8 +172,9 @@ class JournalServer:
         self.wal.wait_loaded()
         rows = self.store.query(
             "SELECT * EXCLUDE (id, ts, data_pickle), to_base64(data_pickle) AS data_pickle, "
-            "epoch(ts) AS ts FROM events WHERE run_id = ? AND (kind = 'activity_code' OR "
-            "(kind LIKE 'step_%' AND seq < ?)) ORDER BY id", [parent_id, at]).to_pylist()
+            "epoch(ts) AS ts FROM events WHERE run_id = ? AND (kind IN ('activity_code', "
+            "'run_input') OR (kind LIKE 'step_%' AND seq < ?)) ORDER BY id",
+            [parent_id, at]).to_pylist()
         notebook = self.store.query(
             "SELECT meta->>'notebook' AS notebook FROM events WHERE run_id = ? "
             "AND kind = 'run_started'", [parent_id]).to_pylist()

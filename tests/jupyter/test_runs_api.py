@@ -119,7 +119,9 @@ async def test_run_detail_has_the_run_and_its_steps_with_the_failure_traceback(a
     got = answer(r)
     assert set(got) == {"run", "steps"}
     assert got["run"]["run_id"] == "sweep-1" and got["run"]["status"] == "failed"
-    assert got["run"]["error"] == "step failed" and set(got["run"]) == RUN_KEYS
+    assert got["run"]["error"] == "step failed"
+    assert set(got["run"]) == RUN_KEYS | {"replayed_steps", "saved_s"}
+    assert (got["run"]["replayed_steps"], got["run"]["saved_s"]) == (0, 0.0)
     steps = got["steps"]
     assert [s["seq"] for s in steps] == [0, 1, 2] and set(steps[0]) == STEP_KEYS
     assert steps[0]["status"] == "completed" and steps[0]["traceback"] is None
@@ -127,6 +129,20 @@ async def test_run_detail_has_the_run_and_its_steps_with_the_failure_traceback(a
     assert steps[0]["duration_s"] == pytest.approx(0.4, abs=0.01)
     assert steps[2]["status"] == "failed" and steps[2]["error"] == "ValueError: bad lr"
     assert steps[2]["traceback"].endswith("ValueError: bad lr") and steps[2]["result"] is None
+
+
+async def test_run_detail_says_what_the_last_resume_replayed_and_saved(api, journal):
+    make_run(journal, "sweep-1", steps=3, status="interrupted", started=1000.0)
+    # Resumed at 1005 (a claim): steps 0-2 (0.4 s attempts each) are what it replayed.
+    journal.append([event("sweep-1", "run_status", name="sweep", status="running", ts=1005.0,
+                          meta=json.dumps({"pid": 1})),
+                    event("sweep-1", "step_started", seq=3, attempt=1, name="train",
+                          ts=1005.5),
+                    event("sweep-1", "step_completed", seq=3, attempt=1, name="train",
+                          ts=1009.5, data_json="1")])
+    run = answer(await api("GET", "runs", "sweep-1"))["run"]
+    assert run["replayed_steps"] == 3
+    assert run["saved_s"] == pytest.approx(1.2, abs=0.01)
 
 
 async def test_a_retried_step_that_completed_shows_no_traceback(api, journal):

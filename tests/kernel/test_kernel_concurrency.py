@@ -70,7 +70,7 @@ def test_two_kernels_and_a_polling_reader_lose_nothing_and_hit_no_lock(
     assert polls["cli"] >= 2 and polls["sql"] >= 2
     for name in ("left", "right"):
         assert _events_by_kind(f"{name}-1") == {
-            "run_started": 1, "activity_code": 1, "step_started": STEPS,
+            "run_started": 1, "activity_code": 1, "run_input": 1, "step_started": STEPS,
             "step_completed": STEPS, "run_status": 1,
         }
 
@@ -118,6 +118,6 @@ def test_three_kernels_fanning_out_at_once_into_one_journal(journal_home: Path):
         out.raise_for_error()
         assert f"{name}-1 completed: {items} steps (0 replayed, {items} ran)" in out.stdout
         assert _events_by_kind(f"{name}-1") == {
-            "run_started": 1, "activity_code": 1, "step_started": items,
+            "run_started": 1, "activity_code": 1, "run_input": 1, "step_started": items,
             "step_completed": items, "run_status": 1,
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from pathlib import Path
@@ -51,7 +52,7 @@ def test_counts_and_progress_text_with_a_known_total_and_replayed_steps():
     p.apply(completed(1))
     p.apply(started(2))
     assert p.counts()["completed"] == 2 and p.counts()["replayed"] == 1
-    assert render.progress_text(p) == "2 / 5 steps (1 replayed, 1 running)"
+    assert render.progress_text(p) == "2 / 5 steps (1 replayed, 1 running) — saved 1.0 s"
 
 
 def test_failed_step_renders_its_error_an_expandable_traceback_and_the_fix_hint():
@@ -68,7 +69,7 @@ def test_failed_step_renders_its_error_an_expandable_traceback_and_the_fix_hint(
 
 def test_step_table_shows_the_most_recent_steps_first_and_counts_the_hidden():
     steps = [StepView(seq=i, name="train", status="completed") for i in range(60)]
-    html = render.steps_table_html(steps, limit=50)
+    html = re.sub(r' style="[^"]*"', "", render.steps_table_html(steps, limit=50))
     assert html.index("<td>59</td>") < html.index("<td>10</td>")
     assert "<td>9</td>" not in html and "10 earlier steps not shown" in html
 
