@@ -26,6 +26,7 @@ import inspect
 import json
 import re
 import symtable
+import textwrap
 import types
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
@@ -156,10 +157,34 @@ def cell_inputs(names: Iterable[str], ns: MutableMapping[str, Any],
             and (n in ns or not hasattr(builtins, n))]
 
 
-def bind_inputs(ctx: RunContext, names: list[str], ns: MutableMapping[str, Any]) -> None:
+def activity_globals(names: list[str], ns: MutableMapping[str, Any],
+                     hidden: Iterable[str] = ()) -> list[str]:
+    """The notebook names that the cell's activities read (``step_seconds`` in a ``train``
+    that sleeps for it), other than the cell's own inputs."""
+    from durable_nb.engine.activity import Activity
+
+    read: set[str] = set()
+    for name in names:
+        activity = ns.get(name)
+        if isinstance(activity, Activity) and activity.source:
+            try:
+                read.update(free_names(textwrap.dedent(activity.source)))
+            except SyntaxError:  # a source text that does not parse alone: nothing to add
+                continue
+    return [n for n in cell_inputs(sorted(read), ns, hidden) if n not in names]
+
+
+def bind_inputs(ctx: RunContext, names: list[str], ns: MutableMapping[str, Any],
+                hidden: Iterable[str] = ()) -> None:
     """Before a workflow body runs: restore recorded inputs the namespace lacks, check the
-    others against the record, and record the ones the run has not recorded yet."""
+    others against the record, and record the ones the run has not recorded yet.
+
+    Names only the activities read are restored and recorded but not compared: like an
+    activity's code, they may change between attempts (fix and resume).
+    """
     recorded = ctx.inputs
+    loose = set(activity_globals(names, ns, hidden))
+    names = [*names, *sorted(loose)]
     lacking = [recorded[n] for n in names if n not in ns and n in recorded
                and recorded[n].kind == UNRECORDED]
     if lacking:  # before anything is restored: the namespace stays as it was
@@ -178,7 +203,10 @@ def bind_inputs(ctx: RunContext, names: list[str], ns: MutableMapping[str, Any])
         if rec is None:
             fresh.append(now)
         elif rec.digest is not None and now.digest is not None and rec.digest != now.digest:
-            changed.append((rec, now))
+            if name in loose:
+                fresh.append(now)  # recorded anew: what the next resume restores
+            else:
+                changed.append((rec, now))
         if now.kind == ACTIVITY:
             ctx.record_code(ns[name])
     if restored:

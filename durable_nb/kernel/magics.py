@@ -195,7 +195,7 @@ class DurableMagics(Magics):
 
         def body() -> Any:
             __tracebackhide__ = True
-            bind_inputs(ctx, inputs, ns)
+            bind_inputs(ctx, inputs, ns, self._ipython.user_ns_hidden)
             exec(body_code, ns)  # noqa: S102 - the user's own cell
             return eval(expr_code, ns) if expr_code else None  # noqa: S307
 

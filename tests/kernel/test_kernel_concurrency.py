@@ -70,7 +70,8 @@ def test_two_kernels_and_a_polling_reader_lose_nothing_and_hit_no_lock(
     assert polls["cli"] >= 2 and polls["sql"] >= 2
     for name in ("left", "right"):
         assert _events_by_kind(f"{name}-1") == {
-            "run_started": 1, "activity_code": 1, "run_input": 1, "step_started": STEPS,
+            # inputs: train, and the time module it reads
+            "run_started": 1, "activity_code": 1, "run_input": 2, "step_started": STEPS,
             "step_completed": STEPS, "run_status": 1,
         }
 

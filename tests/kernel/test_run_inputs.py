@@ -36,7 +36,8 @@ def test_resume_in_a_fresh_kernel_restores_the_names_the_cell_reads(
 
     recorded = _inputs("sweep-1")
     assert {k: v["kind"] for k, v in recorded.items()} == {
-        "grid": "value", "scale": "value", "math": "module", "train": "activity"}
+        "grid": "value", "scale": "value", "math": "module", "train": "activity",
+        "time": "module"}  # time: what train reads
     assert recorded["grid"]["preview"] == "[1,2,3,4,5,6]"
 
     restart(kernel)  # no other cell runs: only the journal knows grid, scale, math, train
@@ -130,3 +131,31 @@ def test_an_input_that_cannot_be_recorded_names_the_cells_to_run(
     out = kernel.run("%workflow resume fit-1").raise_for_error()
     assert "restored from the journal: grid" in out.stdout
     assert "fit-1 completed: 4 steps (2 replayed, 2 ran)" in out.stdout
+
+
+def test_names_the_activities_read_are_restored_too_and_may_change(
+        kernel: KernelSession, effects: Path):
+    # As in notebooks/sweep.ipynb: the activity sleeps for a parameter from another cell.
+    kernel.run("step_seconds = 0.3").raise_for_error()
+    kernel.run(activity_cell(effects).replace("deadline = time.monotonic() + 0.2",
+                                              "deadline = time.monotonic() + step_seconds"))
+    kernel.run("grid = [1, 2, 3, 4, 5]").raise_for_error()
+    cell = "%%workflow slow\nout = [train(i) for i in grid]\n"
+    kernel.submit(cell)
+    wait_for_file_text(effects, "start 3\n")
+    kernel.kill()
+    assert _inputs("slow-1")["step_seconds"]["preview"] == "0.3"
+
+    restart(kernel)
+    out = kernel.run("%workflow resume slow-1").raise_for_error()
+    assert "restored from the journal: grid, step_seconds" in out.stdout
+    assert "slow-1 completed: 5 steps (2 replayed, 3 ran)" in out.stdout
+
+    # A changed activity global is no divergence (like changed activity code): recorded anew.
+    kernel.run("step_seconds = 0.01").raise_for_error()
+    kernel.run("%%workflow slow2\nout = [train(i) for i in grid[:1]]\n").raise_for_error()
+    kernel.kill()
+    restart(kernel)
+    kernel.run("step_seconds = 0.02").raise_for_error()
+    out = kernel.run("%workflow resume slow2-1").raise_for_error()
+    assert "slow2-1 completed: 1 step (1 replayed, 0 ran)" in out.stdout
