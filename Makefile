@@ -47,6 +47,8 @@ labextension: $(STAMP_LAB)
 # The sidebar, incrementally: `npm ci` when the lockfile changed, `npm run build:prod` when a
 # source changed, then the venv's labextensions dir links to the build (what `jupyter
 # labextension develop` does), so `jupyter lab` serves it. A second run does nothing.
+# The lockfile pins each package's integrity, so `npm ci --prefer-offline` takes a cached copy
+# without asking the registry whether it is fresh (with a warm cache: ~20 s, not ~3 min).
 LABEXT_OUT := durable_nb/labextension
 LABEXT_LINK := $(VENV)/share/jupyter/labextensions/@durable-nb/labextension
 LABEXT_NODE_MODULES := labextension/node_modules/.package-lock.json
@@ -90,7 +92,7 @@ $(BIN)/npm: | $(BIN)/python
 $(LABEXT_NODE_MODULES): labextension/package-lock.json labextension/package.json
 	@$(LABEXT_NPM_SETUP); \
 	echo "installing the sidebar's npm packages (labextension/, npm ci)…"; start=$$(date +%s); \
-	cd labextension && npm ci --no-audit --no-fund && \
+	cd labextension && npm ci --prefer-offline --no-audit --no-fund && \
 	echo "installed in $$(( $$(date +%s) - start )) s"
 	touch $@
 
