@@ -12,9 +12,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import inspect
+import io
 import json
 import math
 import reprlib
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -155,6 +158,36 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+def _code_token(qualname: str, digest: str) -> None:
+    """Stands in a digest pickle for a notebook-defined class or function (never called)."""
+
+
+def _code_digest(obj: Any) -> str:
+    try:
+        return code_hash(inspect.getsource(obj))
+    except (OSError, TypeError):  # no source to be had: the name alone
+        return ""
+
+
+class _DigestPickler(cloudpickle.Pickler):
+    """cloudpickle for hashing only: a class or function defined in the notebook
+    (``__main__``) is pickled by value, and so would carry its cell's file name, which
+    differs in every kernel; here it is its name and source instead, so the same value
+    hashes alike after a kernel restart."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if (isinstance(obj, (type, types.FunctionType))
+                and getattr(obj, "__module__", None) == "__main__"):
+            return _code_token, (obj.__qualname__, _code_digest(obj))
+        return super().reducer_override(obj)
+
+
+def _digest_dumps(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    _DigestPickler(buffer, protocol=5).dump(value)
+    return buffer.getvalue()
+
+
 def call_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """A stable digest of a call's arguments, used to detect replay divergence."""
     h = hashlib.sha256()
@@ -164,7 +197,7 @@ def call_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
             h.update(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
             return h.hexdigest()[:32]
     try:
-        h.update(cloudpickle.dumps(_canonical(payload)))
+        h.update(_digest_dumps(_canonical(payload)))
     except Exception:  # not storable either: encode() raises the useful error first
         h.update(preview(payload).encode())
     return h.hexdigest()[:32]

@@ -159,3 +159,29 @@ def test_names_the_activities_read_are_restored_too_and_may_change(
     kernel.run("step_seconds = 0.02").raise_for_error()
     out = kernel.run("%workflow resume slow2-1").raise_for_error()
     assert "slow2-1 completed: 1 step (1 replayed, 0 ran)" in out.stdout
+
+
+def test_values_of_notebook_defined_classes_match_after_a_kernel_restart(
+        kernel: KernelSession, effects: Path):
+    # A class defined in a cell pickles by value, with that cell's file name, which is new
+    # in every kernel: its instances (an input, a step's argument) must still hash alike.
+    define = ("from dataclasses import dataclass\n@dataclass\nclass Cfg:\n    lr: float\n"
+              "    def label(self):\n        return f'lr={self.lr}'\n"
+              "grid = [Cfg(0.1), Cfg(0.01), Cfg(0.001), Cfg(0.0001)]\n")
+    train = ("%%activity\nimport time\ndef train(cfg):\n"
+             f"    with open({str(effects)!r}, 'a') as f:\n"
+             "        f.write(f'start {cfg.label()}\\n')\n"
+             "    time.sleep(0.3)\n    return cfg.lr * 2\n")
+    cell = "%%workflow cfgs\nout = [train(c) for c in grid]\n"
+    kernel.run(train).raise_for_error()
+    kernel.run(define).raise_for_error()
+    kernel.submit(cell)
+    wait_for_file_text(effects, "start lr=0.001\n")
+    kernel.kill()
+
+    restart(kernel)  # the user runs all cells again
+    kernel.run(train).raise_for_error()
+    kernel.run(define).raise_for_error()
+    out = kernel.run(cell)
+    assert out.status == "ok", out.text
+    assert "cfgs-1 completed: 4 steps (2 replayed, 2 ran)" in out.stdout
