@@ -20,7 +20,15 @@ export interface IRun {
   duration_s: number | null;
 }
 
-/** A row of the `steps` view, plus `traceback`. `args` and `result` are JSON text. */
+/** `GET runs/{id}` also says whether a live process executes the run, and how many steps
+ * its latest execution took from the journal (those completed before its latest resume). */
+export interface IRunDetailRun extends IRun {
+  executing?: boolean;
+  replayed?: number;
+}
+
+/** A row of the `steps` view, plus `traceback` and `attempt_s` (the last attempt's
+ * duration; `duration_s` counts from the first start). `args` and `result` are JSON text. */
 export interface IStep {
   run_id: string;
   seq: number;
@@ -34,6 +42,7 @@ export interface IStep {
   result: string | null;
   error: string | null;
   traceback: string | null;
+  attempt_s?: number | null;
 }
 
 export interface IRunPage {
@@ -42,7 +51,7 @@ export interface IRunPage {
 }
 
 export interface IRunDetail {
-  run: IRun;
+  run: IRunDetailRun;
   steps: IStep[];
 }
 

@@ -90,6 +90,22 @@ export function runDuration(
   return Math.max(0, (end - start) / 1000);
 }
 
+/**
+ * A step's time: its last attempt, and, when that is not the whole story (an attempt lost
+ * with a dead kernel, retries), the time since its first start, each labelled.
+ */
+export function stepTimes(step: {
+  duration_s: number | null;
+  attempt_s?: number | null;
+}): string {
+  const total = step.duration_s;
+  const attempt = step.attempt_s ?? null;
+  if (attempt === null || total === null || Math.abs(total - attempt) < 0.05) {
+    return formatDuration(total ?? attempt);
+  }
+  return `${formatDuration(attempt)} (last attempt) · ${formatDuration(total)} since first start`;
+}
+
 /** A stored JSON value on one line, cut to `max` characters. */
 export function preview(json: string | null | undefined, max = 60): string {
   if (json === null || json === undefined) {
