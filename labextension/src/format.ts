@@ -91,19 +91,28 @@ export function runDuration(
 }
 
 /**
- * A step's time: its last attempt, and, when that is not the whole story (an attempt lost
- * with a dead kernel, retries), the time since its first start, each labelled.
+ * Seconds of a step's last attempt and since its first start, or null when those are the
+ * same (one attempt, nothing lost with a dead kernel) or not known yet.
  */
-export function stepTimes(step: {
+export function twoTimes(step: {
   duration_s: number | null;
   attempt_s?: number | null;
-}): string {
-  const total = step.duration_s;
+}): [number, number] | null {
   const attempt = step.attempt_s ?? null;
+  const total = step.duration_s;
   if (attempt === null || total === null || Math.abs(total - attempt) < 0.05) {
-    return formatDuration(total ?? attempt);
+    return null;
   }
-  return `${formatDuration(attempt)} (last attempt) · ${formatDuration(total)} since first start`;
+  return [attempt, total];
+}
+
+/** A step's time; both, labelled, when its last attempt is not the whole story. */
+export function stepTimes(step: { duration_s: number | null; attempt_s?: number | null }): string {
+  const times = twoTimes(step);
+  if (times === null) {
+    return formatDuration(step.duration_s);
+  }
+  return `${formatDuration(times[0])} (last attempt) · ${formatDuration(times[1])} since first start`;
 }
 
 /** A stored JSON value on one line, cut to `max` characters. */

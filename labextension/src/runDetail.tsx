@@ -3,7 +3,7 @@
 import * as React from 'react';
 
 import { IRun, IRunDetail, IRunDetailRun, IStep } from './api';
-import { absoluteTime, formatDuration, preview, runDuration } from './format';
+import { absoluteTime, formatDuration, preview, runDuration, stepTimes, twoTimes } from './format';
 import { notebookLabel } from './paths';
 import { StatusBadge } from './runList';
 import { Timeline } from './timeline';
@@ -203,32 +203,23 @@ function StepsTable(props: { steps: IStep[] }): JSX.Element {
   );
 }
 
-/** The last attempt's time, and the time since the first start when they differ. */
-function StepTime(props: { step: IStep }): JSX.Element {
-  const { step } = props;
-  const attempt = step.attempt_s ?? null;
-  const total = step.duration_s;
-  if (attempt === null || total === null || Math.abs(total - attempt) < 0.05) {
-    return <span title="time of the step">{formatDuration(total ?? attempt)}</span>;
-  }
+/** Under the activity: both times, labelled, when they differ (the row's time column has
+ * room for one). */
+function StepTimes(props: { times: [number, number] }): JSX.Element {
+  const [attempt, total] = props.times;
   return (
-    <>
-      <div className="dnb-step-attempt" title="time of the step's last attempt">
-        {formatDuration(attempt)} (last attempt)
-      </div>
-      <div
-        className="dnb-step-since-first"
-        title="time since the step first started, including attempts lost with a kernel"
-      >
-        {formatDuration(total)} since first start
-      </div>
-    </>
+    <div className="dnb-step-times">
+      <span className="dnb-step-attempt">{formatDuration(attempt)} (last attempt)</span>
+      {' · '}
+      <span className="dnb-step-since-first">{formatDuration(total)} since first start</span>
+    </div>
   );
 }
 
 /** A step on one row: the activity over its args and result (full text on hover). */
 function StepRows(props: { step: IStep }): JSX.Element {
   const { step } = props;
+  const times = twoTimes(step);
   return (
     <>
       <tr className="dnb-step-row" data-seq={step.seq} data-status={step.status}>
@@ -253,10 +244,16 @@ function StepRows(props: { step: IStep }): JSX.Element {
               </>
             )}
           </div>
+          {times && <StepTimes times={times} />}
         </td>
         <td className="dnb-num">{step.attempts ?? ''}</td>
-        <td className="dnb-num dnb-step-time">
-          <StepTime step={step} />
+        <td
+          className="dnb-num dnb-step-time"
+          title={
+            times ? stepTimes(step) : 'time of the step (one attempt, from its start to its end)'
+          }
+        >
+          {formatDuration(times ? times[0] : step.duration_s)}
         </td>
         <td>
           <StatusBadge status={step.status} of="step" />

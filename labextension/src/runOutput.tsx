@@ -82,7 +82,13 @@ export class RunOutput extends ReactWidget implements IRenderMime.IRenderer {
     const ref = this._ref;
     const detail = this._follower?.detail ?? null;
     if (ref === null || (detail === null && this._error !== null)) {
-      return <RunFallback fallback={this._fallback} error={this._error} />;
+      return (
+        <RunFallback
+          fallback={this._fallback}
+          note={ref === null ? 'the output names no run' : this._errorNote}
+          error={this._error}
+        />
+      );
     }
     return (
       <RunState
@@ -110,6 +116,7 @@ export class RunOutput extends ReactWidget implements IRenderMime.IRenderer {
         this._error = null;
       } catch (error) {
         this._error = messageOf(error);
+        this._errorNote = shortNote(error);
         // Gone (deleted, or no extension on this server): nothing will come back.
         next = error instanceof ApiError && error.status === 404 ? null : UNFINISHED_POLL_MS;
       }
@@ -149,6 +156,7 @@ export class RunOutput extends ReactWidget implements IRenderMime.IRenderer {
   private _fallback: IFallback = { text: '' };
   private _follower: RunFollower | null = null;
   private _error: string | null = null;
+  private _errorNote = '';
   private _cancelling = false;
   private _timer = 0;
 }
@@ -158,13 +166,32 @@ interface IFallback {
   text?: string;
 }
 
-function RunFallback(props: { fallback: IFallback; error: string | null }): JSX.Element {
+/** Why the API could not say, in a few words (the whole message is the note's title). */
+function shortNote(error: unknown): string {
+  if (error instanceof ApiError) {
+    if (error.status === 404) {
+      return error.message.includes('server extension')
+        ? 'the durable_nb server extension does not answer on this server'
+        : 'the run is no longer in the journal';
+    }
+    if (error.status === 0) {
+      return 'the Jupyter server did not answer';
+    }
+  }
+  return 'the journal could not be read';
+}
+
+function RunFallback(props: {
+  fallback: IFallback;
+  note: string;
+  error: string | null;
+}): JSX.Element {
   const { fallback } = props;
   return (
     <div className="dnb-run-fallback">
-      <div className="dnb-run-output-note" role="status">
-        The current state of this run is not available
-        {props.error ? ` (${props.error})` : ''}; this is what the kernel showed last.
+      <div className="dnb-run-output-note" role="status" title={props.error ?? ''}>
+        The current state of this run is not available ({props.note}); this is what the
+        kernel showed last.
       </div>
       {fallback.html !== undefined ? (
         <div className="dnb-run-fallback-html" dangerouslySetInnerHTML={{ __html: fallback.html }} />
