@@ -9,6 +9,7 @@
 
 import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { ReactWidget } from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import { ApiError, DurableApi, IRunDetail } from './api';
@@ -72,6 +73,15 @@ export class RunOutput extends ReactWidget implements IRenderMime.IRenderer {
     this.update();
   }
 
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    const status = this._follower?.detail?.run.status;
+    if (this._follower !== null && status !== undefined && !OVER.includes(status)) {
+      window.clearTimeout(this._timer);
+      void this._read();
+    }
+  }
+
   dispose(): void {
     window.clearTimeout(this._timer);
     this._follower = null;
@@ -110,7 +120,10 @@ export class RunOutput extends ReactWidget implements IRenderMime.IRenderer {
       return;
     }
     let next: number | null = RUNNING_POLL_MS;
-    if (document.visibilityState !== 'hidden') {
+    // Unseen (a hidden tab or browser page), an output only keeps its timer; it reads the
+    // run again when it shows. The first read always happens.
+    const seen = document.visibilityState !== 'hidden' && this.isVisible;
+    if (seen || follower.detail === null) {
       try {
         await follower.read();
         this._error = null;
