@@ -112,7 +112,8 @@ export function stepTimes(step: { duration_s: number | null; attempt_s?: number 
   if (times === null) {
     return formatDuration(step.duration_s);
   }
-  return `${formatDuration(times[0])} (last attempt) · ${formatDuration(times[1])} since first start`;
+  const [attempt, total] = times.map(formatDuration);
+  return `${attempt} (last attempt) · ${total} since first start`;
 }
 
 /** A stored JSON value on one line, cut to `max` characters. */

@@ -139,7 +139,11 @@ export class RunOutput extends ReactWidget implements IRenderMime.IRenderer {
     }
     const status = follower.detail?.run.status;
     if (status !== undefined && this._error === null) {
-      next = OVER.includes(status) ? null : status === 'running' ? RUNNING_POLL_MS : UNFINISHED_POLL_MS;
+      next = OVER.includes(status)
+        ? null
+        : status === 'running'
+          ? RUNNING_POLL_MS
+          : UNFINISHED_POLL_MS;
     }
     this.update();
     window.clearTimeout(this._timer);
@@ -207,7 +211,10 @@ function RunFallback(props: {
         kernel showed last.
       </div>
       {fallback.html !== undefined ? (
-        <div className="dnb-run-fallback-html" dangerouslySetInnerHTML={{ __html: fallback.html }} />
+        <div
+          className="dnb-run-fallback-html"
+          dangerouslySetInnerHTML={{ __html: fallback.html }}
+        />
       ) : (
         <pre className="dnb-run-fallback-text">{fallback.text}</pre>
       )}
