@@ -15,6 +15,7 @@ from typing import Any
 from durable_nb.engine.history import replay_savings
 from durable_nb.errors import RunNotFound
 from durable_nb.server.client import JournalClient
+from durable_nb.server.discovery import pid_alive
 
 # Seconds a request may wait for the journal server before the answer is 503.
 TIMEOUT = 60.0
@@ -75,25 +76,43 @@ def list_runs(client: JournalClient, where: RunFilter) -> dict[str, Any]:
 
 def run_detail(client: JournalClient, run_id: str) -> dict[str, Any]:
     """The run and its steps; each step carries the traceback of its failure, if its last
-    attempt failed (the same rule as the ``error`` column of ``steps``)."""
+    attempt failed (the same rule as the ``error`` column of ``steps``), and ``attempt_s``,
+    the duration of its last attempt (``duration_s`` counts from its first start, so it
+    includes the time a dead kernel left it in flight). The run carries ``executing`` (a
+    live process executes it) and ``replayed`` (steps completed before its latest resume,
+    which that execution took from the journal)."""
     run = client.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", [run_id],
                        timeout=TIMEOUT).to_pylist()
     if not run:
         raise RunNotFound.in_journal(run_id, client.home)
     steps = client.query("""
-        SELECT s.*, f.traceback
+        SELECT s.*, f.traceback,
+               CASE WHEN a.last_kind <> 'step_started' THEN a.attempt_s END AS attempt_s
         FROM steps s LEFT JOIN (
             SELECT seq, arg_max(traceback, id) AS traceback
             FROM events
             WHERE run_id = ? AND kind IN ('step_started', 'step_completed', 'step_failed')
             GROUP BY seq
             HAVING arg_max(kind, id) = 'step_failed'
-        ) f USING (seq)
+        ) f USING (seq) LEFT JOIN (
+            SELECT seq, arg_max(kind, id) AS last_kind,
+                   epoch(arg_max(ts, id)) - epoch(max(ts) FILTER (WHERE kind = 'step_started'))
+                       AS attempt_s
+            FROM events
+            WHERE run_id = ? AND kind IN ('step_started', 'step_completed', 'step_failed')
+            GROUP BY seq
+        ) a USING (seq)
         WHERE s.run_id = ?
         ORDER BY s.seq
-    """, [run_id, run_id], timeout=TIMEOUT).to_pylist()
-    return {"run": {**json_row(run[0]), **replay_savings(client, run_id, TIMEOUT)},
-            "steps": [json_row(s) for s in steps]}
+    """, [run_id, run_id, run_id], timeout=TIMEOUT).to_pylist()
+    pid = client.query("""
+        SELECT arg_max(json_extract(meta, '$.pid')::BIGINT, id) AS pid FROM events
+        WHERE run_id = ? AND kind IN ('run_started', 'run_status')
+          AND json_extract(meta, '$.pid') IS NOT NULL
+    """, [run_id], timeout=TIMEOUT).to_pylist()[0]["pid"]
+    row = {**json_row(run[0]), **replay_savings(client, run_id, TIMEOUT)}
+    row["executing"] = row["status"] == "running" and bool(pid) and pid_alive(int(pid))
+    return {"run": row, "steps": [json_row(s) for s in steps]}
 
 
 def run_events(client: JournalClient, run_id: str, since: int, limit: int) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Engine events arrive on whatever thread runs the workflow; they are folded into a
 ``RunProgress`` at once, but the widgets are touched only on the kernel's own event loop, at
 most ``Throttle.interval`` apart. The display bundle also carries the static HTML summary,
-so a notebook saved and viewed without a kernel still shows how the run went.
+so a notebook saved and viewed without a kernel still shows how the run went, and
+``RUN_MIME`` (the run id), which JupyterLab renders from the journal's current state.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ import ipywidgets as widgets
 from durable_nb.engine.progress import RunProgress
 from durable_nb.engine.run import RunContext
 from durable_nb.kernel import render
+
+# The run's own MIME type: JupyterLab's extension renders it from the REST API (the run's
+# current state, whatever became of this kernel) in preference to the widget and the HTML.
+RUN_MIME = "application/vnd.durable-nb.run+json"
 
 
 class Throttle:
@@ -134,7 +139,8 @@ class RunSummary:
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         p = self.progress
-        return {"text/html": render.summary_html(p),
+        return {RUN_MIME: {"run_id": p.run_id, "workflow": p.workflow, "status": p.status},
+                "text/html": render.summary_html(p),
                 "text/plain": f"{p.run_id} {p.status}: {render.progress_text(p)}"}
 
 

@@ -99,8 +99,8 @@ export class RunActions implements IRunActions {
 
   async resume(run: IRun): Promise<void> {
     if (run.status === 'running') {
-      // A fork waiting to be resumed is "running" too; only the kernel can tell whether a
-      // live process executes the run (then `%workflow resume` refuses with RunBusy).
+      // Resume is enabled for a running run only when no live process executes it (its
+      // kernel died a moment ago); if one took it meanwhile, `%workflow resume` refuses.
       const result = await showDialog({
         title: `Resume ${run.run_id}?`,
         body:

@@ -20,7 +20,17 @@ export interface IRun {
   duration_s: number | null;
 }
 
-/** A row of the `steps` view, plus `traceback`. `args` and `result` are JSON text. */
+/** `GET runs/{id}` also says whether a live process executes the run, how many steps its
+ * latest execution took from the journal (those completed before its latest resume) and
+ * their recorded attempt time: what durability saved it. */
+export interface IRunDetailRun extends IRun {
+  executing?: boolean;
+  replayed_steps?: number;
+  saved_s?: number;
+}
+
+/** A row of the `steps` view, plus `traceback` and `attempt_s` (the last attempt's
+ * duration; `duration_s` counts from the first start). `args` and `result` are JSON text. */
 export interface IStep {
   run_id: string;
   seq: number;
@@ -34,6 +44,7 @@ export interface IStep {
   result: string | null;
   error: string | null;
   traceback: string | null;
+  attempt_s?: number | null;
 }
 
 export interface IRunPage {
@@ -42,7 +53,7 @@ export interface IRunPage {
 }
 
 export interface IRunDetail {
-  run: IRun;
+  run: IRunDetailRun;
   steps: IStep[];
 }
 

@@ -90,6 +90,32 @@ export function runDuration(
   return Math.max(0, (end - start) / 1000);
 }
 
+/**
+ * Seconds of a step's last attempt and since its first start, or null when those are the
+ * same (one attempt, nothing lost with a dead kernel) or not known yet.
+ */
+export function twoTimes(step: {
+  duration_s: number | null;
+  attempt_s?: number | null;
+}): [number, number] | null {
+  const attempt = step.attempt_s ?? null;
+  const total = step.duration_s;
+  if (attempt === null || total === null || Math.abs(total - attempt) < 0.05) {
+    return null;
+  }
+  return [attempt, total];
+}
+
+/** A step's time; both, labelled, when its last attempt is not the whole story. */
+export function stepTimes(step: { duration_s: number | null; attempt_s?: number | null }): string {
+  const times = twoTimes(step);
+  if (times === null) {
+    return formatDuration(step.duration_s);
+  }
+  const [attempt, total] = times.map(formatDuration);
+  return `${attempt} (last attempt) · ${total} since first start`;
+}
+
 /** A stored JSON value on one line, cut to `max` characters. */
 export function preview(json: string | null | undefined, max = 60): string {
   if (json === null || json === undefined) {

@@ -1,19 +1,22 @@
 /**
- * @durable-nb/labextension: the "Durable runs" sidebar of durable_nb.
+ * @durable-nb/labextension: the "Durable runs" sidebar of durable_nb, and the renderer of
+ * `%%workflow` cell outputs (runOutput.tsx).
  *
- * It reads the journal through the REST API of the durable_nb Jupyter server extension
- * (docs/rest-api.md), so it works after a browser reload or a kernel death.
+ * Both read the journal through the REST API of the durable_nb Jupyter server extension
+ * (docs/rest-api.md), so they work after a browser reload or a kernel death.
  */
 
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 
 import { RunActions } from './actions';
 import { DurableApi } from './api';
 import { durableIcon } from './icon';
 import { RunsModel } from './model';
 import { RunsPanel } from './panel';
+import { RUN_OUTPUT_RANK, runOutputFactory } from './runOutput';
 
 export const PANEL_ID = 'durable-nb-runs';
 export const OPEN_COMMAND = 'durable-nb:open-runs';
@@ -50,4 +53,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+/** Run outputs (`application/vnd.durable-nb.run+json`) drawn from the run's current state. */
+const runOutputPlugin: JupyterFrontEndPlugin<void> = {
+  id: '@durable-nb/labextension:run-output',
+  description: "A %%workflow cell's output: the run's current state, read from the journal.",
+  autoStart: true,
+  requires: [IRenderMimeRegistry],
+  activate: (app: JupyterFrontEnd, rendermime: IRenderMimeRegistry) => {
+    const api = new DurableApi(app.serviceManager.serverSettings);
+    rendermime.addFactory(runOutputFactory(api), RUN_OUTPUT_RANK);
+  }
+};
+
+export default [plugin, runOutputPlugin];

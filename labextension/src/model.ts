@@ -10,11 +10,11 @@
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { ApiError, DurableApi, IRunDetail, IRunPage } from './api';
+import { RunFollower } from './follow';
 
 export const PAGE_SIZE = 50;
 export const POLL_INTERVAL_MS = 1000;
 const SEARCH_DEBOUNCE_MS = 250;
-const FULL_DETAIL_EVERY_TICKS = 10;
 const INFO_NOTICE_MS = 10_000;
 
 export const RUN_STATUSES = ['running', 'completed', 'failed', 'interrupted', 'cancelled'];
@@ -104,8 +104,7 @@ export class RunsModel {
     this.selected = runId;
     this.detail = null;
     this.detailError = null;
-    this._eventsSince = 0;
-    this._ticksSinceFull = 0;
+    this._follower = runId === null ? null : new RunFollower(this.api, runId);
     this._emit();
     void this.refresh();
   }
@@ -193,19 +192,16 @@ export class RunsModel {
   }
 
   private async _fetchDetail(runId: string): Promise<void> {
+    const follower = this._follower;
     try {
-      const events = await this.api.eventsSince(runId, this._eventsSince);
-      const moved = events.last_id !== this._eventsSince;
-      this._ticksSinceFull += 1;
-      if (moved || this.detail === null || this._ticksSinceFull >= FULL_DETAIL_EVERY_TICKS) {
-        const detail = await this.api.getRun(runId);
-        if (runId !== this.selected) {
-          return;
-        }
-        this.detail = detail;
-        this._eventsSince = events.last_id;
-        this._ticksSinceFull = 0;
+      if (follower === null || follower.runId !== runId) {
+        return;
       }
+      await follower.read();
+      if (runId !== this.selected) {
+        return;
+      }
+      this.detail = follower.detail;
       this.detailError = null;
     } catch (error) {
       if (runId !== this.selected) {
@@ -236,8 +232,7 @@ export class RunsModel {
   private _noticeTimer = 0;
   private _inFlight: Promise<void> | null = null;
   private _again = false;
-  private _eventsSince = 0;
-  private _ticksSinceFull = 0;
+  private _follower: RunFollower | null = null;
 }
 
 export function messageOf(error: unknown): string {

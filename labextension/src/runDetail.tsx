@@ -2,8 +2,8 @@
 
 import * as React from 'react';
 
-import { IRun, IRunDetail, IStep } from './api';
-import { absoluteTime, formatDuration, preview, runDuration } from './format';
+import { IRun, IRunDetail, IRunDetailRun, IStep } from './api';
+import { absoluteTime, formatDuration, preview, runDuration, stepTimes, twoTimes } from './format';
 import { notebookLabel } from './paths';
 import { StatusBadge } from './runList';
 import { Timeline } from './timeline';
@@ -35,7 +35,9 @@ export function RunDetail(props: {
         <button className="jp-Button jp-mod-minimal dnb-button dnb-back" onClick={props.onBack}>
           ‹ Runs
         </button>
-        <span className="dnb-detail-title">{props.runId}</span>
+        <span className="dnb-detail-title" title={props.runId}>
+          {props.runId}
+        </span>
       </div>
       {error !== null && (
         <div className="dnb-error" role="alert">
@@ -65,18 +67,34 @@ function RunHeader(props: { run: IRun; now: number }): JSX.Element {
   return (
     <div className="dnb-detail-header">
       <div className="dnb-run-line">
-        <span className="dnb-run-workflow">{run.workflow}</span>
+        <span className="dnb-run-workflow" title={run.workflow}>
+          {run.workflow}
+        </span>
         <StatusBadge status={run.status} of="run" />
       </div>
       <dl className="dnb-facts">
         <dt>run</dt>
-        <dd className="dnb-detail-run-id">{run.run_id}</dd>
+        <dd className="dnb-detail-run-id" title={run.run_id}>
+          {run.run_id}
+        </dd>
         <dt>notebook</dt>
         <dd className="dnb-detail-notebook" title={run.notebook ?? ''}>
           {notebookLabel(run.notebook) || '—'}
         </dd>
         <dt>steps</dt>
         <dd className="dnb-run-progress">{run.steps_completed} completed</dd>
+        {(run.replayed_steps ?? 0) > 0 && (
+          <>
+            <dt>replayed</dt>
+            <dd
+              className="dnb-run-saved"
+              title="steps the latest resume took from the journal, and their recorded run time"
+            >
+              {run.replayed_steps} {run.replayed_steps === 1 ? 'step' : 'steps'} — saved{' '}
+              {formatDuration(run.saved_s ?? 0)}
+            </dd>
+          </>
+        )}
         <dt>started</dt>
         <dd title={run.started_at ?? ''}>{absoluteTime(run.started_at)}</dd>
         <dt>ended</dt>
@@ -89,7 +107,26 @@ function RunHeader(props: { run: IRun; now: number }): JSX.Element {
   );
 }
 
-function ActionBar(props: { run: IRun; actions: IRunActions }): JSX.Element {
+/** Why Resume cannot apply to the run, or null when it can. */
+export function resumeBlocked(run: IRunDetailRun): string | null {
+  if (run.status === 'completed') {
+    return 'The run completed: there is nothing left to resume';
+  }
+  if (run.status === 'cancelled') {
+    return 'A cancelled run cannot be resumed (re-running its cell starts a new run)';
+  }
+  if (run.status === 'running' && run.executing) {
+    return 'A live process is executing this run: wait for it, or cancel it';
+  }
+  return null;
+}
+
+/** Why Cancel cannot apply to the run, or null when it can. */
+export function cancelBlocked(run: IRun): string | null {
+  return OVER.includes(run.status) ? `The run is ${run.status}: there is nothing to cancel` : null;
+}
+
+function ActionBar(props: { run: IRunDetailRun; actions: IRunActions }): JSX.Element {
   const { run, actions } = props;
   const [busy, setBusy] = React.useState(false);
   const act = (fn: (run: IRun) => Promise<void>) => async () => {
@@ -101,16 +138,17 @@ function ActionBar(props: { run: IRun; actions: IRunActions }): JSX.Element {
     }
   };
   const over = OVER.includes(run.status);
+  /** A button, disabled with the reason as its title when `blocked` says why. */
   const button = (
     label: string,
     fn: (run: IRun) => Promise<void>,
-    enabled: boolean,
+    blocked: string | null,
     title: string
   ) => (
     <button
       className={`jp-Button jp-mod-styled dnb-button dnb-action-${label.toLowerCase()}`}
-      disabled={busy || !enabled}
-      title={title}
+      disabled={busy || blocked !== null}
+      title={blocked ?? title}
       onClick={act(fn)}
     >
       {label}
@@ -121,13 +159,23 @@ function ActionBar(props: { run: IRun; actions: IRunActions }): JSX.Element {
       {button(
         'Resume',
         actions.resume,
-        !over,
+        resumeBlocked(run),
         'Continue the run in its notebook (%workflow resume)'
       )}
-      {button('Cancel', actions.cancel, !over, 'Stop the run; it cannot be resumed afterwards')}
-      {button('Signal', actions.signal, !over, 'Send a named JSON value to the run')}
-      {button('Fork', actions.fork, true, 'Start a new run that keeps the steps before N')}
-      {button('Delete', actions.remove, true, 'Delete the run and its steps from the journal')}
+      {button(
+        'Cancel',
+        actions.cancel,
+        cancelBlocked(run),
+        'Stop the run; it cannot be resumed afterwards'
+      )}
+      {button(
+        'Signal',
+        actions.signal,
+        over ? `The run is ${run.status}: it takes no more signals` : null,
+        'Send a named JSON value to the run'
+      )}
+      {button('Fork', actions.fork, null, 'Start a new run that keeps the steps before N')}
+      {button('Delete', actions.remove, null, 'Delete the run and its steps from the journal')}
     </div>
   );
 }
@@ -167,16 +215,35 @@ function StepsTable(props: { steps: IStep[] }): JSX.Element {
   );
 }
 
+/** Under the activity: both times, labelled, when they differ (the row's time column has
+ * room for one). */
+function StepTimes(props: { times: [number, number] }): JSX.Element {
+  const [attempt, total] = props.times;
+  return (
+    <div className="dnb-step-times">
+      <span className="dnb-step-attempt">{formatDuration(attempt)} (last attempt)</span>
+      {' · '}
+      <span className="dnb-step-since-first">{formatDuration(total)} since first start</span>
+    </div>
+  );
+}
+
 /** A step on one row: the activity over its args and result (full text on hover). */
 function StepRows(props: { step: IStep }): JSX.Element {
   const { step } = props;
+  const times = twoTimes(step);
   return (
     <>
       <tr className="dnb-step-row" data-seq={step.seq} data-status={step.status}>
         <td className="dnb-num">{step.seq}</td>
         <td className="dnb-step-main">
-          <div className="dnb-step-name">{step.name}</div>
-          <div className="dnb-step-io">
+          <div className="dnb-step-name" title={step.name}>
+            {step.name}
+          </div>
+          <div
+            className="dnb-step-io"
+            title={step.result === null ? step.args ?? '' : `${step.args ?? ''} → ${step.result}`}
+          >
             <span className="dnb-step-args" title={step.args ?? ''}>
               {preview(step.args)}
             </span>
@@ -189,9 +256,17 @@ function StepRows(props: { step: IStep }): JSX.Element {
               </>
             )}
           </div>
+          {times && <StepTimes times={times} />}
         </td>
         <td className="dnb-num">{step.attempts ?? ''}</td>
-        <td className="dnb-num">{formatDuration(step.duration_s)}</td>
+        <td
+          className="dnb-num dnb-step-time"
+          title={
+            times ? stepTimes(step) : 'time of the step (one attempt, from its start to its end)'
+          }
+        >
+          {formatDuration(times ? times[0] : step.duration_s)}
+        </td>
         <td>
           <StatusBadge status={step.status} of="step" />
         </td>

@@ -104,8 +104,12 @@ function RunRow(props: { run: IRun; now: number; onOpen: () => void }): JSX.Elem
       }}
     >
       <div className="dnb-run-line">
-        <span className="dnb-run-workflow">{run.workflow}</span>
-        <span className="dnb-run-id">{run.run_id}</span>
+        <span className="dnb-run-workflow" title={run.workflow}>
+          {run.workflow}
+        </span>
+        <span className="dnb-run-id" title={run.run_id}>
+          {run.run_id}
+        </span>
         <StatusBadge status={run.status} of="run" />
       </div>
       <div className="dnb-run-line dnb-run-meta">

@@ -6,7 +6,7 @@
 import * as React from 'react';
 
 import { IStep } from './api';
-import { formatDuration, parseTime } from './format';
+import { formatDuration, parseTime, stepTimes } from './format';
 
 const WIDTH = 1000; // viewBox units; the SVG is as wide as the panel
 const LANE_HEIGHT = 10;
@@ -49,12 +49,16 @@ export function Timeline(props: {
   runEnd: string | null;
   now: number;
 }): JSX.Element | null {
-  const bars = layoutLanes(props.steps, props.now);
+  // An ended run's clock stopped at its end: a step it left in flight (abandoned) is drawn
+  // up to there, and the axis stays put however long the run is looked at.
+  const ended = parseTime(props.runEnd);
+  const now = ended ?? props.now;
+  const bars = layoutLanes(props.steps, now);
   if (bars.length === 0) {
     return null;
   }
   const t0 = Math.min(parseTime(props.runStart) ?? bars[0].start, ...bars.map(b => b.start));
-  const t1 = Math.max(parseTime(props.runEnd) ?? props.now, ...bars.map(b => b.end));
+  const t1 = Math.max(now, ...bars.map(b => b.end));
   const span = Math.max(t1 - t0, 1);
   const lanes = Math.max(...bars.map(b => b.lane)) + 1;
   const shownLanes = Math.min(lanes, MAX_LANES);
@@ -85,7 +89,7 @@ export function Timeline(props: {
             >
               <title>
                 {`#${b.step.seq} ${b.step.name}: ${b.step.status}, ` +
-                  formatDuration((b.end - b.start) / 1000)}
+                  (stepTimes(b.step) || formatDuration((b.end - b.start) / 1000))}
               </title>
             </rect>
           ))}
@@ -93,7 +97,7 @@ export function Timeline(props: {
       <div className="dnb-timeline-axis">
         <span>0 s</span>
         {lanes > MAX_LANES && <span>{lanes - MAX_LANES} more lanes not shown</span>}
-        <span>{formatDuration(span / 1000)}</span>
+        <span className="dnb-timeline-end">{formatDuration(span / 1000)}</span>
       </div>
     </div>
   );

@@ -1,7 +1,9 @@
-"""The live run view in JupyterLab, in Chromium: progress to completion, and Cancel."""
+"""A run's output in JupyterLab, in Chromium: progress to completion (Cancel and kernel
+deaths are in test_run_output.py), and the kernel's summary when the run is gone."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,12 +12,14 @@ from playwright.sync_api import Page, expect
 from tests.browser.lab import (
     LabServer,
     cell_output,
+    execute_command,
     open_notebook,
     run_cell,
     start_cell,
     wait_kernel_idle,
     write_notebook,
 )
+from tests.browser.sidebar import journal
 
 pytestmark = pytest.mark.browser
 
@@ -44,42 +48,51 @@ def journal_status(server: LabServer, run_id: str, monkeypatch: pytest.MonkeyPat
     return str(durable_nb.runs().set_index("run_id").loc[run_id, "status"])
 
 
-def test_run_view_appears_and_its_progress_reaches_completion(
+def test_run_output_appears_and_its_progress_reaches_completion(
         lab_server: LabServer, page: Page, artifacts: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     open_with_workflow(lab_server, page, "sweep",
                        "%%workflow sweep\nresults = [train(i, 0.4) for i in range(8)]")
-    view = cell_output(page, 2).locator(".dnb-run-view")
-    expect(view).to_be_visible()
-    expect(view.locator(".widget-hprogress")).to_be_visible()
-    expect(view).to_contain_text("running")
-    expect(view.locator(".dnb-steps")).to_contain_text("train")
-    page.screenshot(path=artifacts / "run-view-running.png")
+    # Lab prefers the run's own MIME type to the kernel's widget: the journal's state.
+    state = cell_output(page, 2).locator(".dnb-run-output .dnb-run-state")
+    expect(state).to_be_visible()
+    expect(state).to_have_attribute("data-status", "running")
+    expect(state.locator(".dnb-timeline rect").first).to_be_visible()
+    expect(cell_output(page, 2).locator(".dnb-run-view")).to_have_count(0)
+    page.screenshot(path=artifacts / "run-output-running.png")
 
-    summary = cell_output(page, 2).locator(".dnb-run")
-    expect(summary.locator(".dnb-header .dnb-completed")).to_be_visible(timeout=120_000)
-    expect(summary).to_contain_text("8 steps done")
-    expect(summary.locator(".dnb-timeline rect")).to_have_count(8)
+    expect(state).to_have_attribute("data-status", "completed", timeout=120_000)
+    expect(state.locator(".dnb-run-progress")).to_have_text("8 / 8 steps completed")
+    expect(state.locator(".dnb-timeline rect")).to_have_count(8)
     expect(cell_output(page, 2)).to_contain_text("sweep-1 completed: 8 steps")
     wait_kernel_idle(page)
-    page.screenshot(path=artifacts / "run-view-completed.png")
+    page.screenshot(path=artifacts / "run-output-completed.png")
     assert journal_status(lab_server, "sweep-1", monkeypatch) == "completed"
 
 
-def test_cancel_button_stops_a_long_foreground_run(
-        lab_server: LabServer, page: Page, artifacts: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    open_with_workflow(lab_server, page, "long",
-                       "%%workflow long\nresults = [train(i, 0.3) for i in range(200)]")
-    view = cell_output(page, 2).locator(".dnb-run-view")
-    expect(view.locator(".dnb-steps")).to_contain_text("completed")  # some steps are done
-    page.screenshot(path=artifacts / "cancel-before.png")
-    view.get_by_role("button", name="Cancel").click()
+def test_an_output_whose_run_is_gone_shows_the_kernels_summary_with_a_note(
+        lab_server: LabServer, page: Page, artifacts: Path) -> None:
+    write_notebook(lab_server.root_dir / "gone.ipynb",
+                   [*SETUP, "%%workflow gone\nresults = [train(i, 0) for i in range(3)]"])
+    open_notebook(page, lab_server, "gone.ipynb")
+    for index in range(len(SETUP) + 1):
+        assert run_cell(page, index)
+    state = cell_output(page, 2).locator(".dnb-run-state")
+    expect(state).to_have_attribute("data-status", "completed")
+    execute_command(page, "docmanager:save")
+    with journal(lab_server) as client:
+        client.delete_run("gone-1")
 
-    output = cell_output(page, 2)
-    expect(output.locator(".dnb-header .dnb-cancelled")).to_be_visible(timeout=60_000)
-    expect(output).to_contain_text("RunCancelled")
-    expect(output).to_contain_text("long-1 cancelled")
-    wait_kernel_idle(page)
-    page.screenshot(path=artifacts / "cancel-after.png")
-    assert journal_status(lab_server, "long-1", monkeypatch) == "cancelled"
+    open_notebook(page, lab_server, "gone.ipynb")  # a reload: the output is read again
+    fallback = cell_output(page, 2).locator(".dnb-run-output .dnb-run-fallback")
+    expect(fallback.locator(".dnb-run-output-note")).to_contain_text(
+        "The current state of this run is not available")
+    expect(fallback.locator(".dnb-run-output-note")).to_contain_text(
+        "the run is no longer in the journal")
+    expect(fallback.locator(".dnb-run-output-note")).to_have_attribute(
+        "title", re.compile("gone-1"))
+    # The kernel's last word: its HTML summary of the completed run.
+    expect(fallback.locator(".dnb-run .dnb-header")).to_contain_text("gone-1")
+    expect(fallback.locator(".dnb-run .dnb-steps")).to_contain_text("train")
+    assert "model not found" not in cell_output(page, 2).inner_text()
+    page.screenshot(path=artifacts / "run-output-gone.png")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from tests.jupyter.journal_runs import event, make_run
 RUN_KEYS = {"run_id", "workflow", "status", "started_at", "ended_at", "notebook",
             "steps_completed", "error", "duration_s"}
 STEP_KEYS = {"run_id", "seq", "name", "status", "attempts", "started_at", "ended_at",
-             "duration_s", "args", "result", "error", "traceback"}
+             "duration_s", "args", "result", "error", "traceback", "attempt_s"}
+DETAIL_RUN_KEYS = RUN_KEYS | {"executing", "replayed_steps", "saved_s"}
 
 
 def answer(response: Any) -> Any:
@@ -119,8 +121,7 @@ async def test_run_detail_has_the_run_and_its_steps_with_the_failure_traceback(a
     got = answer(r)
     assert set(got) == {"run", "steps"}
     assert got["run"]["run_id"] == "sweep-1" and got["run"]["status"] == "failed"
-    assert got["run"]["error"] == "step failed"
-    assert set(got["run"]) == RUN_KEYS | {"replayed_steps", "saved_s"}
+    assert got["run"]["error"] == "step failed" and set(got["run"]) == DETAIL_RUN_KEYS
     assert (got["run"]["replayed_steps"], got["run"]["saved_s"]) == (0, 0.0)
     steps = got["steps"]
     assert [s["seq"] for s in steps] == [0, 1, 2] and set(steps[0]) == STEP_KEYS
@@ -143,6 +144,35 @@ async def test_run_detail_says_what_the_last_resume_replayed_and_saved(api, jour
     run = answer(await api("GET", "runs", "sweep-1"))["run"]
     assert run["replayed_steps"] == 3
     assert run["saved_s"] == pytest.approx(1.2, abs=0.01)
+
+
+async def test_run_detail_tells_the_last_attempt_from_the_time_since_the_first_start(
+        api, journal):
+    """A step left in flight by a dead kernel and completed after a resume: ``duration_s``
+    counts from its first start, ``attempt_s`` only its last attempt; the resumed execution
+    replayed the step completed before it, and its live process (this one) executes it."""
+    t0 = time.time() - 200
+    make_run(journal, "k-1", steps=1, started=t0, pid=2**22 + 12345)  # a pid nobody has
+    journal.append([
+        event("k-1", "step_started", seq=1, attempt=1, name="train", ts=t0 + 2),
+        event("k-1", "run_status", name="sweep", status="interrupted", ts=t0 + 60),
+    ])
+    run = answer(await api("GET", "runs", "k-1"))["run"]
+    assert (run["status"], run["executing"], run["replayed_steps"]) == ("interrupted", False, 0)
+    journal.append([
+        event("k-1", "run_status", name="sweep", status="running", ts=t0 + 120,
+              meta=json.dumps({"pid": os.getpid()})),
+        event("k-1", "step_started", seq=1, attempt=2, name="train", ts=t0 + 124),
+        event("k-1", "step_completed", seq=1, attempt=2, name="train", ts=t0 + 126,
+              data_json="1"),
+    ])
+    got = answer(await api("GET", "runs", "k-1"))
+    assert (got["run"]["executing"], got["run"]["replayed_steps"]) == (True, 1)
+    assert got["run"]["saved_s"] == pytest.approx(0.4, abs=0.01)
+    step = got["steps"][1]
+    assert step["attempts"] == 2 and step["duration_s"] == pytest.approx(124, abs=0.01)
+    assert step["attempt_s"] == pytest.approx(2, abs=0.01)
+    assert got["steps"][0]["attempt_s"] == pytest.approx(0.4, abs=0.01)
 
 
 async def test_a_retried_step_that_completed_shows_no_traceback(api, journal):

@@ -14,7 +14,7 @@ import durable_nb
 from durable_nb.engine.identity import open_run
 from durable_nb.engine.progress import RunProgress, StepView, assign_lanes
 from durable_nb.kernel import render
-from durable_nb.kernel.view import RunView, Throttle
+from durable_nb.kernel.view import RUN_MIME, RunSummary, RunView, Throttle
 
 
 def started(seq: int, ts: float = 0.0, **kw) -> dict:
@@ -124,6 +124,9 @@ def test_widget_renders_on_the_loop_and_the_bundle_carries_the_html_summary():
     bundle = view._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert 'class="dnb-steps"' in bundle["text/html"] and "wf-1" in bundle["text/html"]
+    assert bundle[RUN_MIME] == {"run_id": "wf-1", "workflow": "wf", "status": "completed"}
+    summary = RunSummary(view.progress)._repr_mimebundle_()  # what replaces the widget
+    assert summary[RUN_MIME] == bundle[RUN_MIME] and "text/plain" in summary
 
 
 def test_cancel_from_the_view_stops_the_run_at_its_next_step(journal_home: Path):
