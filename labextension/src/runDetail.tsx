@@ -62,7 +62,7 @@ export function RunDetail(props: {
   );
 }
 
-function RunHeader(props: { run: IRun; now: number }): JSX.Element {
+function RunHeader(props: { run: IRunDetailRun; now: number }): JSX.Element {
   const { run } = props;
   return (
     <div className="dnb-detail-header">
