@@ -103,7 +103,8 @@ def test_sweep_killed_mid_run_is_resumed_from_the_sidebar_and_every_output_tells
     # The old cell's output, made by the dead kernel, shows the run as it is now.
     _assert_output_is_true(cell_output(page, WORKFLOW_CELL))
     _assert_output_is_true(resumed_cell.locator(".jp-Cell-outputArea"))
-    page.screenshot(path=artifacts / "3-old-cell-true.png")
+    cell(page, WORKFLOW_CELL).screenshot(path=artifacts / "3-old-cell-true.png")
+    resumed_cell.screenshot(path=artifacts / "3-resume-cell.png")
 
     wait_kernel_idle(page)
     execute_command(page, "docmanager:save")
@@ -111,4 +112,4 @@ def test_sweep_killed_mid_run_is_resumed_from_the_sidebar_and_every_output_tells
     _assert_output_is_true(cell_output(page, WORKFLOW_CELL))
     _assert_output_is_true(page.locator(CURRENT_PANEL).locator(".jp-Notebook-cell").last
                            .locator(".jp-Cell-outputArea"))
-    page.screenshot(path=artifacts / "4-after-reload.png")
+    cell(page, WORKFLOW_CELL).screenshot(path=artifacts / "4-old-cell-after-reload.png")
