@@ -38,14 +38,13 @@ from durable_nb.parameters import (
     check_parameters,
     injected_index,
 )
+from durable_nb.progress_line import WorkflowProgress, failed_step
 from durable_nb.server.client import JournalClient
 
 EXIT_FAILED = 1  # a cell failed (its traceback is in the output notebook and on stderr)
 EXIT_KERNEL_DIED = 3  # run the same command again to resume
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: likewise resumable
 SAVE_EVERY = 2.0  # seconds between saves of the output notebook while a cell runs
-POLL_EVERY = 0.5  # seconds between looks at the journal for the progress line
-BAR_WIDTH = 10
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -118,153 +117,6 @@ def workflow_target(source: str) -> tuple[str, str | None] | None:
 def first_line(cell: nbformat.NotebookNode) -> str:
     line = cell_source(cell).strip().split("\n", 1)[0]
     return line if len(line) <= 60 else line[:57] + "..."
-
-
-# -- progress ------------------------------------------------------------------------------
-
-
-@dataclass
-class RunLine:
-    """A workflow run as its progress line shows it, read from the ``runs`` and ``steps``
-    views. ``replayed`` counts steps completed before this execution of its cell began."""
-
-    run_id: str
-    status: str
-    completed: int
-    replayed: int
-    recorded: int  # steps the journal holds a record of
-    live: int  # steps running or waiting for a retry
-    live_seq: int | None
-    live_name: str | None
-    live_attempt: int | None
-    elapsed: float
-
-    def render(self, bar: str = "") -> str:
-        """``sweep-1  ████████░░ 8/12 steps (6 replayed)  step 8 train() running  3.1 s``; a
-        run's total is known once it ends (a workflow is ordinary Python: the journal learns
-        its steps as it calls them), so a running run shows its count and the step in flight."""
-        done = f"{self.completed} step{'s' if self.completed != 1 else ''}"
-        if self.status == "running":
-            parts = [f"{self.run_id}  {done} completed ({self.replayed} replayed)"]
-            if self.live == 1:
-                again = f" (attempt {self.live_attempt})" if (self.live_attempt or 1) > 1 else ""
-                parts.append(f"step {self.live_seq} {self.live_name}() running{again}")
-            elif self.live:
-                parts.append(f"{self.live} steps running")
-            parts.append(f"{self.elapsed:.1f} s")
-            return "  ".join(parts)
-        total = max(self.recorded, 1)
-        filled = round(BAR_WIDTH * self.completed / total)
-        drawn = f"{bar * filled}{'░' * (BAR_WIDTH - filled)} " if bar else ""
-        return (f"{self.run_id}  {drawn}{self.completed}/{self.recorded} steps "
-                f"({self.replayed} replayed)  {self.status} in {self.elapsed:.1f} s")
-
-
-class WorkflowProgress:
-    """The progress line of one ``%%workflow`` cell while it runs, read from the journal on
-    a thread of its own: redrawn in place on a terminal, plain lines otherwise (a line when
-    the run changes state or completes a step, at most one a second)."""
-
-    def __init__(self, client: JournalClient, workflow: str, run_id: str | None,
-                 out: TextIO | None, tty: bool) -> None:
-        self.client, self.workflow, self.run_id = client, workflow, run_id
-        self.out, self.tty = out, tty
-        self.since = time.time()
-        self.last: RunLine | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="durable-nb-progress",
-                                        daemon=True)
-        self._printed: tuple[Any, ...] | None = None
-        self._printed_at = 0.0
-        self.error: str | None = None
-
-    def start(self) -> WorkflowProgress:
-        self._thread.start()
-        return self
-
-    def stop(self) -> RunLine | None:
-        """Stop watching; the final line of the run (its state after the cell)."""
-        self._stop.set()
-        self._thread.join()
-        line = self._look(final=True)
-        if line is not None and self.out is not None:
-            self._write(line.render("█"), final=True)
-        elif self.tty and self._printed is not None and self.out is not None:
-            self.out.write("\n")
-        return line
-
-    def _loop(self) -> None:
-        while not self._stop.wait(POLL_EVERY):
-            line = self._look(final=False)
-            if line is None or self.out is None:
-                continue
-            key = (line.run_id, line.status, line.completed, line.live_seq, line.live_attempt)
-            changed = key != self._printed and (
-                key[:2] != (self._printed or ())[:2]
-                or time.monotonic() - self._printed_at >= 1.0)
-            if self.tty or changed:
-                self._write(line.render(), final=False)
-                self._printed, self._printed_at = key, time.monotonic()
-
-    def _write(self, text: str, final: bool) -> None:
-        assert self.out is not None
-        if self.tty:
-            width = shutil.get_terminal_size().columns - 1
-            self.out.write(f"\r{text[:width]}\x1b[K" + ("\n" if final else ""))
-        else:
-            self.out.write(text + "\n")
-        self.out.flush()
-
-    def _look(self, final: bool) -> RunLine | None:
-        """The run the cell executes: ``--id``'s, else the workflow's latest. While the cell
-        runs, an older run that it has not touched (yet) is not shown."""
-        try:
-            if self.run_id is not None:
-                rows = self.client.query(
-                    "SELECT run_id, status, epoch(ended_at) AS ended FROM runs "
-                    "WHERE run_id = ?", [self.run_id]).to_pylist()
-            else:
-                rows = self.client.query(
-                    "SELECT run_id, status, epoch(ended_at) AS ended FROM runs "
-                    "WHERE workflow = ? ORDER BY started_at DESC LIMIT 1",
-                    [self.workflow]).to_pylist()
-            if not rows:
-                return None
-            run = rows[0]
-            if not final and run["status"] != "running" and (run["ended"] or 0) < self.since:
-                return None
-            steps = self.client.query(
-                "SELECT count(*) FILTER (WHERE status = 'completed') AS completed, "
-                "count(*) FILTER (WHERE status = 'completed' AND epoch(ended_at) < ?) "
-                "AS replayed, count(*) AS recorded, "
-                "count(*) FILTER (WHERE status IN ('running', 'retrying')) AS live, "
-                "min(seq) FILTER (WHERE status IN ('running', 'retrying')) AS live_seq, "
-                "arg_min(name, seq) FILTER (WHERE status IN ('running', 'retrying')) "
-                "AS live_name, "
-                "arg_min(attempts, seq) FILTER (WHERE status IN ('running', 'retrying')) "
-                "AS live_attempt "
-                "FROM steps WHERE run_id = ?", [self.since, run["run_id"]]).to_pylist()[0]
-        except Exception as exc:  # the line is a courtesy; the notebook runs without it
-            if self.error is None:
-                self.error = f"{type(exc).__name__}: {exc}"
-            return self.last
-        self.last = RunLine(run_id=run["run_id"], status=run["status"],
-                            elapsed=time.time() - self.since,
-                            **{k: steps[k] for k in ("completed", "replayed", "recorded",
-                                                     "live", "live_seq", "live_name",
-                                                     "live_attempt")})
-        return self.last
-
-
-def failed_step(client: JournalClient, run_id: str) -> dict[str, Any] | None:
-    """The step that failed ``run_id`` (seq, name, attempts, error), if one did."""
-    rows = client.query(
-        "SELECT seq, name, attempts, error FROM steps WHERE run_id = ? AND status = 'failed' "
-        "ORDER BY seq LIMIT 1", [run_id]).to_pylist()
-    return rows[0] if rows else None
-
-
-# -- execution -----------------------------------------------------------------------------
 
 
 class _SavingClient(NotebookClient):
@@ -375,9 +227,11 @@ class NotebookRun:
         # The kernel writes to the journal this process reads, whatever its own defaults;
         # JPY_SESSION_NAME is what the journal records as the run's notebook.
         env = {**os.environ, "DURABLE_NB_HOME": str(self.home),
-               "JPY_SESSION_NAME": str(self.notebook)}
+               "JPY_SESSION_NAME": str(self.notebook.absolute())}
         index, death = -1, "the kernel died"
-        previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        workflow_run: dict[str, Any] | None = None  # of the workflow cell that ran last
+        in_main = threading.current_thread() is threading.main_thread()
+        previous_term = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
         try:
             with client.setup_kernel(env=env, cleanup_kc=True):
                 assert client.kc is not None
@@ -399,16 +253,17 @@ class NotebookRun:
                         raise
                     finally:
                         line = progress.stop() if progress else None
+                        workflow_run = None
                         if line is not None:
-                            runs.append({k: v for k, v in asdict(line).items()
-                                         if k in ("run_id", "status", "completed",
-                                                  "replayed", "recorded")})
+                            workflow_run = {k: v for k, v in asdict(line).items()
+                                            if k in ("run_id", "status", "completed",
+                                                     "replayed", "recorded")}
+                            runs.append(workflow_run)
                         self.save(autosave=True)
         except CellExecutionError as exc:
             report.status, report.exit_code = "failed", EXIT_FAILED
             report.failed_cell = index + 1
-            report.error = self._report_failure(index, exc, runs[-1] if runs and workflow_target(
-                self.nb.cells[index].source) else None, journal)
+            report.error = self._report_failure(index, exc, workflow_run, journal)
         except DeadKernelError:
             report.status, report.exit_code = "kernel_died", EXIT_KERNEL_DIED
             report.failed_cell = index + 1
@@ -423,11 +278,14 @@ class NotebookRun:
         except KeyboardInterrupt:
             report.status, report.exit_code = "interrupted", EXIT_INTERRUPTED
             report.failed_cell = index + 1 if index >= 0 else None
-            report.error = (f"interrupted during cell {index + 1}; the kernel was shut "
-                            "down. Run the same command again to resume")
+            where = (f"during cell {index + 1} ({first_line(self.nb.cells[index])})"
+                     if index >= 0 else "while the kernel started")
+            report.error = (f"interrupted {where}; the kernel was shut down. Run the same "
+                            "command again to resume")
             self._tell(report.error, runs)
         finally:
-            signal.signal(signal.SIGTERM, previous_term)
+            if in_main:
+                signal.signal(signal.SIGTERM, previous_term)
             journal.close()
             shutil.rmtree(runtime, ignore_errors=True)
             self._set_status(report.status)
@@ -447,15 +305,14 @@ class NotebookRun:
     def _report_failure(self, index: int, exc: CellExecutionError,
                         run: dict[str, Any] | None, journal: JournalClient) -> str:
         """The failing cell's traceback, then what failed: the cell and, for a workflow, the
-        step (from the journal) and the way on. Returns the one-line error."""
+        step the journal records as failed, and the way on. Returns the one-line error."""
         cell = self.nb.cells[index]
-        if exc.traceback:
-            print(_ANSI.sub("", exc.traceback).rstrip(), file=self.err)
-        lines = [f"durable-nb: cell {index + 1} failed ({first_line(cell)}): {exc.ename}"]
-        evalue = (exc.evalue or "").strip().splitlines()
-        lines[0] += f": {evalue[0]}" if evalue else ""
-        lines += [f"  {line}" for line in evalue[1:]]
-        summary = lines[0].removeprefix("durable-nb: ")
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        traceback = "\n".join(errors[-1].traceback) if errors else exc.traceback
+        print(_ANSI.sub("", traceback).rstrip(), file=self.err)
+        evalue = (exc.evalue or "").strip().split("\n", 1)[0]
+        what = f"{exc.ename}: {evalue}" if evalue else exc.ename
+        hint = ""
         step = None
         if run is not None:
             try:
@@ -464,15 +321,13 @@ class NotebookRun:
                 step = None
         if run is not None and step is not None:
             attempts = f"{step['attempts']} attempt{'s' if step['attempts'] != 1 else ''}"
-            what = (f"step {step['seq']} of run {run['run_id']} ({step['name']}) failed after "
-                    f"{attempts}: {step['error']}")
-            summary = f"cell {index + 1} failed: {what}"
-            lines.insert(1, f"  {what}")
-            lines.append(f"  Fix it and run the same command again: the steps before "
-                         f"{step['seq']} replay from the journal and step {step['seq']} runs "
-                         "again.")
-        lines.append(f"  the notebook so far, with the traceback: {self.output}")
-        print("\n".join(lines), file=self.err)
+            what = (f"step {step['seq']} of run {run['run_id']}, {step['name']}(), failed "
+                    f"after {attempts}: {step['error']}")
+            hint = (f"\n  Fix it and run the same command again: the steps before "
+                    f"{step['seq']} replay from the journal and step {step['seq']} runs again.")
+        summary = f"cell {index + 1} ({first_line(cell)}) failed: {what}"
+        print(f"durable-nb: {summary}{hint}\n  the notebook so far, with the traceback: "
+              f"{self.output}", file=self.err)
         return summary
 
 

@@ -137,9 +137,9 @@ def test_a_failing_activity_exits_1_naming_the_step_and_resumes_once_fixed(
                     "print('after the workflow')")
     failed = run_cmd(journal_home, path)
     assert failed.returncode == 1, failed.stdout + failed.stderr
-    assert "cell 4 failed (%%workflow checks)" in failed.stderr
-    assert ("step 2 of run checks-1 (check) failed after 1 attempt: "
-            "ValueError: item 2 is bad") in failed.stderr
+    assert ("durable-nb: cell 4 (%%workflow checks) failed: step 2 of run checks-1, check(), "
+            "failed after 1 attempt: ValueError: item 2 is bad\n") in failed.stderr
+    assert "raise ValueError(f'item {i} is bad')" in failed.stderr  # the traceback
     assert "run the same command again" in failed.stderr
     assert "checks-1  ██████" in failed.stdout and "2/3 steps (0 replayed)  failed" in (
         failed.stdout)
@@ -182,7 +182,11 @@ def test_a_kernel_death_is_reported_and_the_same_command_resumes(
     again = run_cmd(journal_home, path)
     assert again.returncode == 0, again.stderr
     assert "dying-1  ██████████ 4/4 steps (2 replayed)  completed" in again.stdout
-    assert completions_per_step("dying-1") == {0: (1, 1), 1: (1, 1), 2: (2, 1), 3: (1, 1)}
+    counts = completions_per_step("dying-1")
+    # Step 2 ran again; its first start may not have reached the journal before the kill
+    # (a start is sent without waiting for the server's acknowledgement).
+    assert counts[2][1] == 1 and counts[2][0] in (1, 2)
+    assert {s: counts[s] for s in (0, 1, 3)} == {0: (1, 1), 1: (1, 1), 3: (1, 1)}
 
 
 def test_sweep_resumes_after_sigkill_of_the_whole_process_group(
