@@ -290,18 +290,19 @@ def build_parser() -> argparse.ArgumentParser:
                 run_id=False)
     p.description = (
         "Execute NOTEBOOK top to bottom in a fresh kernel (in the notebook's directory) and "
-        "save the executed copy, cell by cell, to OUTPUT (default: NOTEBOOK with the suffix "
-        ".out.ipynb). If the process or the kernel dies, run the same command again: the "
-        "cells before the first %%workflow cell run again, and the workflow cells replay "
-        "the steps the journal recorded and run only the rest. Exit status: 0 success, "
-        "1 a cell failed, 3 the kernel died, 130 interrupted.")
+        "save the executed copy, cell by cell, to OUTPUT (default: beside NOTEBOOK, "
+        "sweep.ipynb -> sweep.out.ipynb). If the process or the kernel dies, run the same "
+        "command again: the cells before the first %%workflow cell run again, and the "
+        "workflow cells replay the steps the journal recorded and run only the rest. Exit "
+        "status: 0 success, 1 a cell failed, 3 the kernel died, 130 interrupted.")
     p.add_argument("notebook", metavar="NOTEBOOK", help="the .ipynb file to execute")
     p.add_argument("-p", "--parameter", dest="parameters", nargs=2, action="append",
                    metavar=("NAME", "VALUE"),
                    help="set a parameter the cell tagged `parameters` assigns; VALUE is a "
                         "Python literal (0.3, True, None, [1, 2]) or else a string")
     p.add_argument("-o", "--output", metavar="OUTPUT",
-                   help="where to save the executed notebook (default NOTEBOOK.out.ipynb)")
+                   help="where to save the executed notebook (default: NAME.out.ipynb beside "
+                        "NAME.ipynb)")
     p.add_argument("-k", "--kernel", metavar="NAME",
                    help="kernel to use (default: the notebook's kernelspec, else python3)")
     p = sub.add_parser("server", help="the journal server of the home")
