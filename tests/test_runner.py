@@ -122,6 +122,62 @@ def test_parameters_are_injected_after_the_parameters_cell_and_the_run_is_journa
     assert "doubling-1  ██████████ 3/3 steps (3 replayed)" in again.stdout
 
 
+SLOW = ("%%activity\n"
+        "import time\n"
+        "def double(i):\n"
+        "    time.sleep(0.4)\n"
+        "    return 2 * i\n")
+
+
+def test_on_a_terminal_the_progress_line_is_redrawn_in_place(journal_home: Path,
+                                                             tmp_path: Path):
+    import pty
+
+    path = notebook(tmp_path / "slow.ipynb", "%load_ext durable_nb", PARAMS, SLOW, WORKFLOW)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "durable_nb.cli", "run", str(path),
+                             "-p", "n", "4"], stdout=slave, stderr=subprocess.PIPE,
+                            env={**os.environ, "DURABLE_NB_HOME": str(journal_home)})
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the last writer closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+    shown = b"".join(chunks).decode()
+    redraws = [part for part in shown.split("\r") if part.startswith("doubling-1  ")]
+    assert any("steps completed" in part for part in redraws), shown  # while it ran
+    assert "\x1b[K" in shown
+    assert "doubling-1  ██████████ 4/4 steps (0 replayed)  completed" in redraws[-1], shown
+
+
+def test_without_durable_nb_home_the_kernel_uses_the_default_home(tmp_path: Path):
+    from tests.conftest import stop_server
+
+    data_dir = tmp_path / "jupyter-data"
+    env = {k: v for k, v in os.environ.items() if k != "DURABLE_NB_HOME"}
+    env["JUPYTER_DATA_DIR"] = str(data_dir)
+    path = notebook(tmp_path / "double.ipynb", "%load_ext durable_nb", PARAMS, DOUBLE,
+                    WORKFLOW)
+    try:
+        done = subprocess.run([sys.executable, "-m", "durable_nb.cli", "run", str(path)],
+                              capture_output=True, text=True, timeout=180, env=env)
+        assert done.returncode == 0, done.stderr
+        # The kernel recorded into the home this process read the progress from.
+        assert "doubling-1  ██████████ 2/2 steps (0 replayed)  completed" in done.stdout
+        assert (data_dir / "durable_nb" / "journal.duckdb").exists()
+        nb = nbformat.read(tmp_path / "double.out.ipynb", as_version=4)
+        assert nb.metadata["durable_nb"]["journal_home"] == str(data_dir / "durable_nb")
+    finally:
+        stop_server(data_dir / "durable_nb")
+
+
 FLAKY = ("%%activity\n"
          "def check(i):\n"
          "    if i == fail_at:\n"
