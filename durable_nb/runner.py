@@ -203,6 +203,13 @@ class NotebookRun:
                 print(f"durable-nb: cannot save {self.output}: {exc.strerror or exc}",
                       file=self.err)
 
+    def _status(self, text: str) -> None:
+        """On a terminal, which cell runs (a line redrawn in place; "" clears it)."""
+        assert self.out is not None
+        width = shutil.get_terminal_size().columns - 1
+        self.out.write(f"\r{text[:width]}\x1b[K")
+        self.out.flush()
+
     def _set_status(self, status: str) -> None:
         self.nb.metadata["durable_nb"] = {
             "input": str(self.notebook), "parameters": self.parameters,
@@ -244,6 +251,9 @@ class NotebookRun:
                     target = workflow_target(cell.source)
                     progress = (WorkflowProgress(journal, *target, self.out, self.tty).start()
                                 if target else None)
+                    if self.tty and not target:
+                        self._status(f"cell {index + 1}/{len(self.nb.cells)}: "
+                                     f"{first_line(cell)}")
                     try:
                         client.execute_cell(cell, index,
                                             execution_count=client.code_cells_executed + 1)
@@ -252,6 +262,8 @@ class NotebookRun:
                         death = _kernel_death(client)  # before cleanup forgets the process
                         raise
                     finally:
+                        if self.tty and not target:
+                            self._status("")
                         line = progress.stop() if progress else None
                         workflow_run = None
                         if line is not None:
