@@ -40,11 +40,13 @@ from durable_nb.parameters import (
 )
 from durable_nb.progress_line import WorkflowProgress, failed_step
 from durable_nb.server.client import JournalClient
+from durable_nb.server.discovery import wait_until
 
 EXIT_FAILED = 1  # a cell failed (its traceback is in the output notebook and on stderr)
 EXIT_KERNEL_DIED = 3  # run the same command again to resume
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: likewise resumable
 SAVE_EVERY = 2.0  # seconds between saves of the output notebook while a cell runs
+PREVIOUS_KERNEL_WAIT = 10.0  # seconds to wait for a killed execution's kernel to exit
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -223,6 +225,7 @@ class NotebookRun:
                            runs=runs)
         self._set_status("running")
         self.save()
+        self._wait_for_previous_kernel(journal)
         # ipc sockets (in a short private directory) rather than TCP on localhost: no port
         # for another local user to reach, and no warning from ipykernel about it.
         runtime = tempfile.mkdtemp(prefix="dnbr-")
@@ -304,6 +307,27 @@ class NotebookRun:
             self.save()
         report.seconds = round(time.monotonic() - t0, 2)
         return report
+
+    def _wait_for_previous_kernel(self, journal: JournalClient) -> None:
+        """Give the kernel of an execution that was killed a moment to exit.
+
+        Jupyter starts a kernel in a session of its own, so killing this command's process
+        group leaves the kernel running until it notices its parent is gone (ipykernel looks
+        once a second). Until the journal marks its run interrupted, resuming the run would
+        be refused as busy, so wait for that, briefly; a run still busy after that (another
+        live execution) is the workflow cell's to report.
+        """
+        def busy() -> list[str]:
+            rows = journal.query("SELECT run_id FROM runs WHERE notebook = ? AND status = "
+                                 "'running'", [str(self.notebook.absolute())]).to_pylist()
+            return [r["run_id"] for r in rows]
+
+        running = busy()
+        if running and self.out is not None:
+            print(f"waiting for the previous kernel of {self.notebook.name} to exit "
+                  f"(run {', '.join(running)} is marked running)", file=self.out, flush=True)
+        if running:
+            wait_until(lambda: not busy(), PREVIOUS_KERNEL_WAIT, interval=0.2)
 
     def _tell(self, message: str, runs: list[dict[str, Any]]) -> None:
         lines = [f"durable-nb: {message}"]

@@ -256,31 +256,29 @@ def test_sweep_resumes_after_sigkill_of_the_whole_process_group(
         first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                  start_new_session=True)  # its own process group
 
-    def mid_sweep() -> bool:
+    def mid_sweep() -> list[int] | None:
+        """The steps completed so far, once at least 3 are and one is running."""
         assert first.poll() is None, (tmp_path / "first.log").read_text()
-        runs = durable_nb.runs(workflow="sweep")
-        if runs.empty:
-            return False
+        if durable_nb.runs(workflow="sweep").empty:
+            return None
         steps = durable_nb.steps("sweep-1")
-        return bool((steps.status == "completed").sum() >= 3
-                    and (steps.status == "running").any())
+        done = [int(s) for s in steps.seq[steps.status == "completed"]]
+        return done if len(done) >= 3 and (steps.status == "running").any() else None
 
     try:
-        assert wait_until(mid_sweep, 120, interval=0.1), (tmp_path / "first.log").read_text()
+        done_before = wait_until(mid_sweep, 120, interval=0.1)
+        assert done_before, (tmp_path / "first.log").read_text()
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(30)
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
-    # The kernel (its own session, as Jupyter starts kernels) exits once its parent is gone.
-    assert wait_until(
-        lambda: durable_nb.runs(workflow="sweep").status[0] != "running", 30, interval=0.2)
-    before = durable_nb.steps("sweep-1")
-    done_before = {int(s) for s in before.seq[before.status == "completed"]}
-    assert 3 <= len(done_before) < 12
+    assert len(done_before) < 12
     # What was saved before the kill opens as a notebook.
     nbformat.validate(nbformat.read(tmp_path / "sweep.out.ipynb", as_version=4))
 
+    # At once: the kernel (in a session of its own, as Jupyter starts kernels) may still be
+    # finishing its step; the command waits for it to notice its parent is gone and exit.
     t0 = time.monotonic()
     again = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -288,7 +286,7 @@ def test_sweep_resumes_after_sigkill_of_the_whole_process_group(
 
     (run_id, completed, total, replayed, status), = FINAL_LINE.findall(again.stdout)
     assert (run_id, completed, total, status) == ("sweep-1", "12", "12", "completed")
-    assert int(replayed) == len(done_before), again.stdout
+    assert len(done_before) <= int(replayed) < 12, again.stdout
     # Each step completed exactly once; those completed before the kill never started again.
     counts = completions_per_step("sweep-1")
     assert sorted(counts) == list(range(12))
@@ -301,7 +299,7 @@ def test_sweep_resumes_after_sigkill_of_the_whole_process_group(
     html = [o.data["text/html"] for o in workflow_cell.outputs if "text/html" in o.get("data", {})]
     assert html and "sweep-1" in html[0]
     text = outputs_text(workflow_cell)
-    assert f"sweep-1 completed: 12 steps ({len(done_before)} replayed" in text
+    assert f"sweep-1 completed: 12 steps ({replayed} replayed" in text
     assert "resumed (was interrupted)" in text and "best:" in text
     sql_cell = next(c for c in nb.cells if "durable_nb.sql(" in c.source)
     assert any("text/html" in o.get("data", {}) for o in sql_cell.outputs)
