@@ -3,6 +3,7 @@ resumed by running the same command again."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -114,12 +115,19 @@ def test_parameters_are_injected_after_the_parameters_cell_and_the_run_is_journa
     assert [int(r) for r in steps.result] == [0, 2, 4]
     assert durable_nb.runs().notebook[0] == str(path)
 
-    # Run again on the output notebook itself: its injected cell is replaced, not doubled.
-    again = run_cmd(journal_home, out, "-p", "n", "3", "-o", tmp_path / "again.ipynb")
+    # Run again on the output notebook itself: its injected cell is replaced, not doubled;
+    # the finished run replays. --json: no progress lines, one object at the end.
+    again = run_cmd(journal_home, out, "-p", "n", "3", "-o", tmp_path / "again.ipynb",
+                    "--json")
     assert again.returncode == 0, again.stderr
     nb2 = nbformat.read(tmp_path / "again.ipynb", as_version=4)
     assert [c.metadata.get("tags", []) for c in nb2.cells].count(["injected-parameters"]) == 1
-    assert "doubling-1  ██████████ 3/3 steps (3 replayed)" in again.stdout
+    report = json.loads(again.stdout)
+    assert (report["status"], report["exit_code"], report["cells_executed"]) == (
+        "completed", 0, 5)
+    assert report["output"] == str(tmp_path / "again.ipynb")
+    assert report["runs"] == [{"run_id": "doubling-1", "status": "completed", "completed": 3,
+                               "replayed": 3, "recorded": 3}]
 
 
 SLOW = ("%%activity\n"
