@@ -32,9 +32,10 @@ class RunLine:
     elapsed: float
 
     def render(self) -> str:
-        """``sweep-1  ████████░░ 8/12 steps (6 replayed)  step 8 train() running  3.1 s``; a
-        run's total is known once it ends (a workflow is ordinary Python: the journal learns
-        its steps as it calls them), so a running run shows its count and the step in flight."""
+        """While it runs: ``sweep-1  8 steps completed (6 replayed)  step 8 train() running
+        3.1 s``; once it ended: ``sweep-1  ██████████ 12/12 steps (6 replayed)  completed in
+        4.2 s``. Only then is the total known (a workflow is ordinary Python: the journal
+        learns of its steps as it calls them), so only then is there a bar."""
         done = f"{self.completed} step{'s' if self.completed != 1 else ''}"
         if self.status == "running":
             parts = [f"{self.run_id}  {done} completed ({self.replayed} replayed)"]
