@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import nbformat
-from jupyter_client.kernelspec import NoSuchKernel
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
@@ -146,7 +146,7 @@ class RunReport:
 
     notebook: str
     output: str
-    status: str  # completed | failed | kernel_died | interrupted
+    status: str  # completed | failed | kernel_died | interrupted | error (kernel start)
     exit_code: int
     cells_executed: int
     seconds: float
@@ -184,6 +184,12 @@ class NotebookRun:
         prepare(self.nb, parameters)
         self.kernel_name = kernel_name or self.nb.metadata.get("kernelspec", {}).get(
             "name") or "python3"
+        try:
+            KernelSpecManager().get_kernel_spec(self.kernel_name)
+        except NoSuchKernel:
+            raise NotebookError(
+                f"no Jupyter kernel named {self.kernel_name!r}: `jupyter kernelspec list` shows "
+                "the installed ones; choose one with --kernel NAME") from None
         self.home = journal_home()
         self.client: NotebookClient | None = None
         self._save_failed = False
@@ -221,7 +227,8 @@ class NotebookRun:
         t0 = time.monotonic()
         journal = JournalClient(self.home)
         runs: list[dict[str, Any]] = []
-        report = RunReport(str(self.notebook), str(self.output), "completed", 0, 0, 0.0,
+        # "error" unless the cells all ran or a handler below says how it ended.
+        report = RunReport(str(self.notebook), str(self.output), "error", EXIT_FAILED, 0, 0.0,
                            runs=runs)
         self._set_status("running")
         self.save()
@@ -275,6 +282,7 @@ class NotebookRun:
                                                      "replayed", "recorded")}
                             runs.append(workflow_run)
                         self.save(autosave=True)
+            report.status, report.exit_code = "completed", 0
         except CellExecutionError as exc:
             report.status, report.exit_code = "failed", EXIT_FAILED
             report.failed_cell = index + 1
@@ -286,10 +294,6 @@ class NotebookRun:
                             f"({first_line(self.nb.cells[index])}); run the same command "
                             "again to resume")
             self._tell(report.error, runs)
-        except NoSuchKernel:
-            raise NotebookError(
-                f"no Jupyter kernel named {self.kernel_name!r}: `jupyter kernelspec list` shows "
-                "the installed ones; choose one with --kernel NAME") from None
         except KeyboardInterrupt:
             report.status, report.exit_code = "interrupted", EXIT_INTERRUPTED
             report.failed_cell = index + 1 if index >= 0 else None

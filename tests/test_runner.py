@@ -358,4 +358,7 @@ def test_unknown_and_ill_formed_parameter_names_are_refused(
         capsys, path, "-p", "two words", "3")
     assert "not a Python identifier" in _refused(capsys, path, "-p", "class", "3")
     assert "must be an .ipynb file" in _refused(capsys, path, "-o", tmp_path / "out.txt")
+    assert "no Jupyter kernel named 'no-such-kernel'" in _refused(
+        capsys, path, "-k", "no-such-kernel", "-o", tmp_path / "k.ipynb")
+    assert not (tmp_path / "k.ipynb").exists()
     assert not (tmp_path / "p.out.ipynb").exists()
