@@ -152,6 +152,20 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from durable_nb.runner import parse_value, report_json, run_notebook
+
+    parameters = {name: parse_value(value) for name, value in args.parameters or []}
+    report = run_notebook(Path(args.notebook), Path(args.output) if args.output else None,
+                          parameters, args.kernel, out=None if args.json else sys.stdout)
+    if args.json:
+        print(report_json(report))
+    elif report.exit_code == 0:
+        print(f"executed {report.cells_executed} cells in {report.seconds:.1f} s; "
+              f"saved {report.output}")
+    return report.exit_code
+
+
 def cmd_server(args: argparse.Namespace) -> int:
     from durable_nb.journal.home import journal_home
     from durable_nb.server.client import JournalClient
@@ -279,6 +293,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the steps before step N")
     command("delete", cmd_delete, "delete a run and its journal (not while it runs)")
     command("resume", cmd_resume, "how to resume a run: the magic to run in its notebook")
+    p = command("run", cmd_run, "execute a notebook in a fresh kernel; run it again to resume",
+                run_id=False)
+    p.description = (
+        "Execute NOTEBOOK top to bottom in a fresh kernel (in the notebook's directory) and "
+        "save the executed copy, cell by cell, to OUTPUT (default: beside NOTEBOOK, "
+        "sweep.ipynb -> sweep.out.ipynb). If the process or the kernel dies, run the same "
+        "command again: the cells before the first %%workflow cell run again, and the "
+        "workflow cells replay the steps the journal recorded and run only the rest. Exit "
+        "status: 0 success, 1 a cell failed, 3 the kernel died, 130 interrupted.")
+    p.add_argument("notebook", metavar="NOTEBOOK", help="the .ipynb file to execute")
+    p.add_argument("-p", "--parameter", dest="parameters", nargs=2, action="append",
+                   metavar=("NAME", "VALUE"),
+                   help="set a parameter the cell tagged `parameters` assigns; VALUE is a "
+                        "Python literal (0.3, True, None, [1, 2]) or else a string")
+    p.add_argument("-o", "--output", metavar="OUTPUT",
+                   help="where to save the executed notebook (default: NAME.out.ipynb beside "
+                        "NAME.ipynb)")
+    p.add_argument("-k", "--kernel", metavar="NAME",
+                   help="kernel to use (default: the notebook's kernelspec, else python3)")
     p = sub.add_parser("server", help="the journal server of the home")
     p.add_argument("action", choices=["status", "stop"])
     p.set_defaults(fn=cmd_server)

@@ -86,6 +86,15 @@ class RunCancelled(DurableError):
         return [f"RunCancelled: {self}"]
 
 
+class ParameterError(DurableError, ValueError):
+    """A notebook parameter (``durable-nb run -p NAME VALUE``) is ill-formed or is not one
+    the notebook's parameters cell assigns."""
+
+
+class NotebookError(DurableError):
+    """A notebook to run cannot be read: missing, not a notebook, or invalid."""
+
+
 class QueryError(DurableError, ValueError):
     """A SQL query sent to the journal failed; the message is the database's."""
 
