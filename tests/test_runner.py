@@ -116,9 +116,10 @@ def test_parameters_are_injected_after_the_parameters_cell_and_the_run_is_journa
     assert durable_nb.runs().notebook[0] == str(path)
 
     # Run again on the output notebook itself: its injected cell is replaced, not doubled;
-    # the finished run replays. --json: no progress lines, one object at the end.
-    again = run_cmd(journal_home, out, "-p", "n", "3", "-o", tmp_path / "again.ipynb",
-                    "--json")
+    # the finished run replays (same parameters: the workflow cell's inputs are as
+    # recorded). --json: no progress lines, one object at the end.
+    again = run_cmd(journal_home, out, "-p", "n", "3", "-p", "label", "hello",
+                    "-o", tmp_path / "again.ipynb", "--json")
     assert again.returncode == 0, again.stderr
     nb2 = nbformat.read(tmp_path / "again.ipynb", as_version=4)
     assert [c.metadata.get("tags", []) for c in nb2.cells].count(["injected-parameters"]) == 1
