@@ -54,6 +54,13 @@ class MissingInput(DurableError, NameError):
         return [f"MissingInput: {self}"]
 
 
+class InputChanged(NondeterminismError):
+    """A workflow cell's input differs from what its unfinished run recorded."""
+
+    def _render_traceback_(self) -> list[str]:  # about the notebook's names, not a code line
+        return [f"InputChanged: {self}"]
+
+
 class ActivityFailed(DurableError):
     """An activity failed for good (retries exhausted or a non-retryable error).
 

@@ -13,8 +13,8 @@ kernel, the sidebar's Resume), each run records those names when its cell starts
   lacks it says which cells to run.
 
 A recorded input that now differs is treated like a differing step: resuming an unfinished
-run raises :class:`NondeterminismError` naming the variable; replaying a completed run
-continues as a fork that records the new value.
+run raises :class:`InputChanged` (a :class:`NondeterminismError`) naming the variable;
+replaying a completed run continues as a fork that records the new value.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from durable_nb.errors import MissingInput, NondeterminismError, PayloadError
+from durable_nb.errors import InputChanged, MissingInput, PayloadError
 from durable_nb.journal.codec import Payload, call_hash, code_hash, decode, encode, preview
 from durable_nb.journal.schema import Event, event
 
@@ -182,6 +182,7 @@ def bind_inputs(ctx: RunContext, names: list[str], ns: MutableMapping[str, Any],
     Names only the activities read are restored and recorded but not compared: like an
     activity's code, they may change between attempts (fix and resume).
     """
+    __tracebackhide__ = True  # its errors name the variable: this frame adds nothing
     recorded = ctx.inputs
     loose = set(activity_globals(names, ns, hidden))
     names = [*names, *sorted(loose)]
@@ -212,7 +213,7 @@ def bind_inputs(ctx: RunContext, names: list[str], ns: MutableMapping[str, Any],
     if restored:
         ctx.notice(f"restored from the journal: {', '.join(restored)}")
     if changed and ctx.mode == "resume":
-        raise NondeterminismError(_divergence(ctx, changed))
+        raise InputChanged(_divergence(ctx, changed))
     if changed:  # replaying a completed run: continue as a fork that records the new values
         ctx.fork_reason = ", ".join(f"input `{now.name}`" for _, now in changed) + (
             " differs" if len(changed) == 1 else " differ")
@@ -226,7 +227,8 @@ def _divergence(ctx: RunContext, changed: list[tuple[Input, Input]]) -> str:
                        for rec, now in changed)
     first = changed[0][1].name
     return (
-        f"the workflow cell's input{'s' if len(changed) > 1 else ''} differ from what run "
+        f"the workflow cell's {'inputs differ' if len(changed) > 1 else 'input differs'} "
+        f"from what run "
         f"{ctx.run_id} recorded: {listed}. The run is unfinished and its steps so far were "
         f"computed from the recorded values. To go on with those, delete the name (`del "
         f"{first}`) and re-run this cell: it is restored from the journal. To use the new "

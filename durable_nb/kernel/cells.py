@@ -179,6 +179,7 @@ async def _wait_awake(future: asyncio.Future[Any]) -> Any:
     asleep until the run's next event would notice the interrupt only after the step in
     flight finished.
     """
+    __tracebackhide__ = True
     while not future.done():
         await asyncio.wait({future}, timeout=0.1)
     return future.result()
