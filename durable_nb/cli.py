@@ -43,7 +43,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from durable_nb.api import sql, steps
-    from durable_nb.engine.history import replay_savings
+    from durable_nb.journal.savings import replay_savings
     from durable_nb.server.client import default_client
 
     step_rows = steps(args.run_id)

@@ -56,7 +56,7 @@ def test_show_says_what_the_last_resume_replayed_and_the_run_time_it_saved(
         journal_home: Path):
     import time
 
-    from durable_nb.engine.history import replay_savings
+    from durable_nb.journal.savings import replay_savings
     from durable_nb.server.client import default_client
 
     @durable_nb.activity

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from durable_nb.engine.history import replay_savings
 from durable_nb.errors import RunNotFound
+from durable_nb.journal.savings import replay_savings
 from durable_nb.server.client import JournalClient
 from durable_nb.server.discovery import pid_alive
 
