@@ -258,7 +258,8 @@ def test_every_badge_has_a_contrast_of_at_least_4_5_in_light_and_dark_themes(
     panel = open_sidebar(page)
     expect(panel.locator(".dnb-run-row")).to_have_count(7)
     output = page.locator(".dnb-run-output .dnb-run-state[data-run-id='resumed-1']")
-    expect(output.locator(".dnb-run-replayed")).to_have_text("1 replayed")
+    # Step 0 (0.5 s, from t0 + 0.5 to t0 + 1) came from the journal on resume.
+    expect(output.locator(".dnb-run-replayed")).to_have_text("1 replayed — saved 0.50 s")
     expect(page.locator(".dnb-run-fallback .dnb-badge.dnb-replayed")).to_be_visible()
 
     run_statuses = {"completed", "cancelled", "failed", "interrupted", "running", "replayed"}
