@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import builtins
 import importlib
-import inspect
 import json
 import re
 import symtable
@@ -123,16 +122,9 @@ def capture(name: str, value: Any) -> Input:
         why = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
         return Input(name, UNRECORDED, None,
                      Payload(None, None, preview(value)), type_name, why=why)
-    if isinstance(value, (types.FunctionType, type)):
-        # A function's pickle holds its cell's file name, which differs in every kernel:
-        # compare its source instead, or not at all.
-        try:
-            digest: str | None = code_hash(inspect.getsource(value))
-        except (OSError, TypeError):
-            digest = None
-    else:
-        digest = call_hash((value,), {})
-    return Input(name, VALUE, digest, payload, type_name)
+    # call_hash digests a notebook-defined function or class by its source, so a value
+    # hashes alike in every kernel.
+    return Input(name, VALUE, call_hash((value,), {}), payload, type_name)
 
 
 def restore(rec: Input, run_id: str) -> Any:
