@@ -29,7 +29,7 @@ from durable_nb.errors import (
 )
 
 if TYPE_CHECKING:
-    from durable_nb.api import runs, shutdown_server, sql, steps
+    from durable_nb.api import results, runs, shutdown_server, sql, steps
     from durable_nb.engine.activity import Activity, activity
     from durable_nb.engine.determinism import now, random, side_effect, uuid4
     from durable_nb.engine.fanout import map
@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
-    "runs": "durable_nb.api", "shutdown_server": "durable_nb.api", "sql": "durable_nb.api",
-    "steps": "durable_nb.api", "Activity": "durable_nb.engine.activity",
+    "results": "durable_nb.api", "runs": "durable_nb.api", "shutdown_server": "durable_nb.api",
+    "sql": "durable_nb.api", "steps": "durable_nb.api", "Activity": "durable_nb.engine.activity",
     "activity": "durable_nb.engine.activity", "now": "durable_nb.engine.determinism",
     "random": "durable_nb.engine.determinism", "side_effect": "durable_nb.engine.determinism",
     "uuid4": "durable_nb.engine.determinism", "map": "durable_nb.engine.fanout",
@@ -56,7 +56,8 @@ __all__ = [
     "JournalUnavailable", "NondeterminismError", "PayloadError", "QueryError", "QueryRefused",
     "RetryPolicy", "RunBusy", "RunCancelled", "RunFinished", "RunNotFound", "StepInfo",
     "Workflow", "activity", "current_step", "load_ipython_extension", "map", "now", "random",
-    "runs", "show", "shutdown_server", "side_effect", "sql", "steps", "uuid4", "workflow",
+    "results", "runs", "show", "shutdown_server", "side_effect", "sql", "steps", "uuid4",
+    "workflow",
 ]
 
 
