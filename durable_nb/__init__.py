@@ -80,7 +80,7 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext durable_nb``: register ``%%activity`` and ``%%workflow``."""
+    """``%load_ext durable_nb``: register ``%%activity``, ``%%workflow`` and ``%%journal``."""
     from durable_nb.kernel import load_ipython_extension as load
 
     load(ipython)
