@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import keyword
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from durable_nb.api import sql
 from durable_nb.errors import QueryError
 from durable_nb.kernel.magics import _parse, _usage_error
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @magics_class
@@ -38,6 +40,8 @@ class JournalMagics(Magics):
         if not cell.strip():
             raise UsageError("%%journal: the cell holds no SQL. Write one query below the "
                              "magic line, e.g. SELECT * FROM runs")
+        from durable_nb.api import sql  # pandas loads on first query, not with the extension
+
         try:
             table = sql(cell)
         except QueryError as exc:
