@@ -8,12 +8,10 @@ cell replays what the journal recorded and runs only the rest.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import sys
@@ -103,15 +101,16 @@ def prepare(nb: nbformat.NotebookNode, parameters: dict[str, Any]) -> None:
 
 def workflow_target(source: str) -> tuple[str, str | None] | None:
     """``(workflow name, --id RUN_ID or None)`` of a ``%%workflow`` cell, else None."""
+    from IPython.core.error import UsageError
+
+    from durable_nb.kernel.magics import DurableMagics, _parse
+
     first = source.lstrip().split("\n", 1)[0]
     if not first.startswith("%%workflow"):
         return None
-    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
-    parser.add_argument("name", nargs="?")
-    parser.add_argument("--id", dest="run_id")
-    try:
-        opts, _ = parser.parse_known_args(shlex.split(first[len("%%workflow"):]))
-    except (ValueError, argparse.ArgumentError):
+    try:  # the magic's own parser: the runner reads the line as the kernel will
+        opts = _parse(DurableMagics.workflow, first[len("%%workflow"):])
+    except UsageError:
         return None  # the magic reports its own usage error when the cell runs
     return (opts.name, opts.run_id) if opts.name else None
 
