@@ -79,8 +79,8 @@ def run_detail(client: JournalClient, run_id: str) -> dict[str, Any]:
     attempt failed (the same rule as the ``error`` column of ``steps``), and ``attempt_s``,
     the duration of its last attempt (``duration_s`` counts from its first start, so it
     includes the time a dead kernel left it in flight). The run carries ``executing`` (a
-    live process executes it) and ``replayed`` (steps completed before its latest resume,
-    which that execution took from the journal)."""
+    live process executes it) and ``replayed_steps`` and ``saved_s`` (what its latest
+    execution took from the journal: ``journal/savings.py``)."""
     run = client.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", [run_id],
                        timeout=TIMEOUT).to_pylist()
     if not run:

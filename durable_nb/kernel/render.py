@@ -77,8 +77,7 @@ def progress_text(p: RunProgress) -> str:
     extras = [f"{counts['replayed']} replayed"] if counts["replayed"] else []
     extras += [f"{counts[k]} {k}" for k in ("running", "retrying", "failed") if counts[k]]
     text += f" ({', '.join(extras)})" if extras else ""
-    saved = p.saved()
-    return text + (f" — saved {duration_text(saved)}" if counts["replayed"] else "")
+    return text + (f" — saved {duration_text(p.saved())}" if counts["replayed"] else "")
 
 
 def header_html(p: RunProgress, now: float | None = None) -> str:
