@@ -80,6 +80,10 @@ class Input:
     def preview(self) -> str:
         return self.payload.preview if self.payload else f"<{self.type_name}>"
 
+    def missing(self, run_id: str) -> MissingInput:
+        """The error for this input when the kernel lacks it and the journal cannot help."""
+        return MissingInput(self.name, run_id, self.type_name, self.why)
+
     def as_event(self, run_id: str) -> Event:
         p = self.payload
         return event(run_id, "run_input", name=self.name, args_hash=self.digest,
@@ -133,7 +137,7 @@ def restore(rec: Input, run_id: str) -> Any:
         return importlib.import_module(str(decode(rec.payload.json, None)))
     if rec.kind == VALUE and rec.payload is not None:
         return decode(rec.payload.json, rec.payload.pickle_b64)
-    raise MissingInput(rec.name, run_id, rec.type_name, rec.why)
+    raise rec.missing(run_id)
 
 
 def recorded_inputs(rows: Iterable[dict[str, Any]]) -> dict[str, Input]:
@@ -181,7 +185,7 @@ def bind_inputs(ctx: RunContext, names: list[str], ns: MutableMapping[str, Any],
     lacking = [recorded[n] for n in names if n not in ns and n in recorded
                and recorded[n].kind == UNRECORDED]
     if lacking:  # before anything is restored: the namespace stays as it was
-        raise MissingInput(lacking[0].name, ctx.run_id, lacking[0].type_name, lacking[0].why)
+        raise lacking[0].missing(ctx.run_id)
     restored: list[str] = []
     changed: list[tuple[Input, Input]] = []
     fresh: list[Input] = []
