@@ -18,6 +18,8 @@ const SEARCH_DEBOUNCE_MS = 250;
 const INFO_NOTICE_MS = 10_000;
 
 export const RUN_STATUSES = ['running', 'completed', 'failed', 'interrupted', 'cancelled'];
+/** Statuses of a run that is over: it takes no more work, cancels or signals. */
+export const OVER_STATUSES = ['completed', 'cancelled'];
 
 export interface INotice {
   kind: 'error' | 'info';

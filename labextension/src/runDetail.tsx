@@ -4,6 +4,7 @@ import * as React from 'react';
 
 import { IRun, IRunDetail, IRunDetailRun, IStep } from './api';
 import { absoluteTime, formatDuration, preview, runDuration, stepTimes, twoTimes } from './format';
+import { OVER_STATUSES } from './model';
 import { notebookLabel } from './paths';
 import { StatusBadge } from './runList';
 import { Timeline } from './timeline';
@@ -18,7 +19,6 @@ export interface IRunActions {
 }
 
 const STEPS_SHOWN = 200; // rows rendered before "Show all"
-const OVER = ['completed', 'cancelled'];
 
 export function RunDetail(props: {
   runId: string;
@@ -123,7 +123,9 @@ export function resumeBlocked(run: IRunDetailRun): string | null {
 
 /** Why Cancel cannot apply to the run, or null when it can. */
 export function cancelBlocked(run: IRun): string | null {
-  return OVER.includes(run.status) ? `The run is ${run.status}: there is nothing to cancel` : null;
+  return OVER_STATUSES.includes(run.status)
+    ? `The run is ${run.status}: there is nothing to cancel`
+    : null;
 }
 
 function ActionBar(props: { run: IRunDetailRun; actions: IRunActions }): JSX.Element {
@@ -137,7 +139,7 @@ function ActionBar(props: { run: IRunDetailRun; actions: IRunActions }): JSX.Ele
       setBusy(false);
     }
   };
-  const over = OVER.includes(run.status);
+  const over = OVER_STATUSES.includes(run.status);
   /** A button, disabled with the reason as its title when `blocked` says why. */
   const button = (
     label: string,

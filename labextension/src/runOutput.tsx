@@ -15,7 +15,7 @@ import * as React from 'react';
 import { ApiError, DurableApi, IRunDetail } from './api';
 import { RunFollower } from './follow';
 import { formatDuration, runDuration } from './format';
-import { messageOf } from './model';
+import { messageOf, OVER_STATUSES } from './model';
 import { StatusBadge } from './runList';
 import { Timeline } from './timeline';
 
@@ -26,7 +26,6 @@ export const RUN_OUTPUT_RANK = -20;
  * every five; a completed or cancelled one never again. */
 export const RUNNING_POLL_MS = 1000;
 export const UNFINISHED_POLL_MS = 5000;
-const OVER = ['completed', 'cancelled'];
 
 /** What the kernel put in the bundle: enough to find the run and to say what it was. */
 interface IRunRef {
@@ -76,7 +75,7 @@ export class RunOutput extends ReactWidget implements IRenderMime.IRenderer {
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
     const status = this._follower?.detail?.run.status;
-    if (this._follower !== null && status !== undefined && !OVER.includes(status)) {
+    if (this._follower !== null && status !== undefined && !OVER_STATUSES.includes(status)) {
       window.clearTimeout(this._timer);
       void this._read();
     }
@@ -139,7 +138,7 @@ export class RunOutput extends ReactWidget implements IRenderMime.IRenderer {
     }
     const status = follower.detail?.run.status;
     if (status !== undefined && this._error === null) {
-      next = OVER.includes(status)
+      next = OVER_STATUSES.includes(status)
         ? null
         : status === 'running'
           ? RUNNING_POLL_MS
