@@ -50,7 +50,7 @@ MIGRATIONS: dict[int, str] = {
         run_id      VARCHAR NOT NULL,
         kind        VARCHAR NOT NULL,      -- run_started, run_status, step_started,
                                            -- step_completed, step_failed, activity_code,
-                                           -- signal, run_input
+                                           -- signal, run_input, step_heartbeat
         seq         INTEGER,
         attempt     INTEGER,
         name        VARCHAR,               -- workflow (run events) or activity (step events)
@@ -130,7 +130,8 @@ FROM agg a LEFT JOIN runs r USING (run_id);
 """
 
 EventKind = Literal["run_started", "run_status", "step_started", "step_completed",
-                    "step_failed", "activity_code", "signal", "run_input"]
+                    "step_failed", "activity_code", "signal", "run_input",
+                    "step_heartbeat"]
 RunStatus = Literal["running", "completed", "failed", "interrupted", "cancelled"]
 EVENT_KINDS: frozenset[str] = frozenset(get_args(EventKind))
 RUN_STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
