@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from durable_nb.api import results, runs, shutdown_server, sql, steps
     from durable_nb.engine.activity import Activity, activity
     from durable_nb.engine.determinism import now, random, side_effect, uuid4
+    from durable_nb.engine.executors import heartbeat
     from durable_nb.engine.fanout import map
+    from durable_nb.engine.futures import StepFuture, gather
     from durable_nb.engine.retry import RetryPolicy
     from durable_nb.engine.run import StepInfo, current_step
     from durable_nb.engine.workflow import Workflow, workflow
@@ -46,6 +48,8 @@ _LAZY = {
     "activity": "durable_nb.engine.activity", "now": "durable_nb.engine.determinism",
     "random": "durable_nb.engine.determinism", "side_effect": "durable_nb.engine.determinism",
     "uuid4": "durable_nb.engine.determinism", "map": "durable_nb.engine.fanout",
+    "heartbeat": "durable_nb.engine.executors", "StepFuture": "durable_nb.engine.futures",
+    "gather": "durable_nb.engine.futures",
     "RetryPolicy": "durable_nb.engine.retry", "StepInfo": "durable_nb.engine.run",
     "current_step": "durable_nb.engine.run", "Workflow": "durable_nb.engine.workflow",
     "workflow": "durable_nb.engine.workflow", "show": "durable_nb.kernel.view",
@@ -54,8 +58,9 @@ _LAZY = {
 __all__ = [
     "Activity", "ActivityFailed", "ActivityTimeout", "DurableError", "JournalCorrupted",
     "JournalUnavailable", "NondeterminismError", "PayloadError", "QueryError", "QueryRefused",
-    "RetryPolicy", "RunBusy", "RunCancelled", "RunFinished", "RunNotFound", "StepInfo",
-    "Workflow", "activity", "current_step", "load_ipython_extension", "map", "now", "random",
+    "RetryPolicy", "RunBusy", "RunCancelled", "RunFinished", "RunNotFound", "StepFuture",
+    "StepInfo", "Workflow", "activity", "current_step", "gather", "heartbeat",
+    "load_ipython_extension", "map", "now", "random",
     "results", "runs", "show", "shutdown_server", "side_effect", "sql", "steps", "uuid4",
     "workflow",
 ]

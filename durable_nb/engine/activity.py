@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
+from durable_nb.engine.executors import Executor, check_executor, check_limit
 from durable_nb.engine.retry import RetryPolicy
-from durable_nb.errors import ActivityTimeout
 from durable_nb.journal.codec import code_hash
 from durable_nb.journal.text import storable_text
+
+if TYPE_CHECKING:
+    from durable_nb.engine.futures import StepFuture
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -24,7 +27,9 @@ class Activity(Generic[P, R]):
     fn: Callable[P, R]
 
     def __init__(self, fn: Callable[P, R], policy: RetryPolicy | None = None,
-                 name: str | None = None, source: str | None = None) -> None:
+                 name: str | None = None, source: str | None = None, *,
+                 executor: str | Executor | None = None,
+                 max_concurrency: int | None = None) -> None:
         if isinstance(fn, Activity):  # re-decorating keeps one layer
             fn = fn.fn
         if inspect.iscoroutinefunction(fn):
@@ -34,6 +39,11 @@ class Activity(Generic[P, R]):
             )
         self.fn = fn
         self.policy = policy or RetryPolicy()
+        # Where its attempts run (None: the run's executor, "thread" unless told) and how
+        # many may run at once in this kernel (None: no limit of its own).
+        self.executor = check_executor(executor)
+        self.max_concurrency = check_limit(max_concurrency)
+        self.limit = threading.BoundedSemaphore(max_concurrency) if max_concurrency else None
         # As the journal records it (schema.event escapes names), so replay matches it.
         self.name = storable_text(name or fn.__name__)
         if source is None:
@@ -51,14 +61,20 @@ class Activity(Generic[P, R]):
         functools.update_wrapper(self, fn)
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        """The call's arguments by parameter name (``*args`` as a list), for the journal."""
+        """The call's arguments by parameter name (``*args`` as a list), for the journal.
+
+        Only ``*args`` becomes a list: a tuple passed as an argument stays a tuple, so it
+        is recorded (and compared on replay) as the tuple it is.
+        """
         if self._signature is not None:
             try:
                 bound = self._signature.bind(*args, **kwargs).arguments
             except TypeError:
                 pass  # the call itself will raise the TypeError with Python's message
             else:
-                return {k: list(v) if type(v) is tuple else v for k, v in bound.items()}
+                params = self._signature.parameters
+                return {k: list(v) if params[k].kind is inspect.Parameter.VAR_POSITIONAL
+                        else v for k, v in bound.items()}
         return {"args": list(args), "kwargs": kwargs}
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -67,36 +83,34 @@ class Activity(Generic[P, R]):
 
         return call_activity(self, args, kwargs)
 
-    def invoke(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
-        """Run one attempt of the function itself, under the policy's timeout if any."""
-        __tracebackhide__ = True
-        if self.policy.timeout is None:
-            return self.fn(*args, **kwargs)
-        outcome: list[Any] = []
-        ctx = contextvars.copy_context()
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> StepFuture[R]:
+        """Start this call as a step without waiting for it (its step number is taken
+        now); ``durable_nb.gather(*futures)`` waits for several. Outside a workflow it is
+        a plain call on a background thread."""
+        from durable_nb.engine.futures import StepFuture
+        from durable_nb.engine.run import current_run
 
-        def attempt() -> None:
-            try:
-                outcome.append((True, ctx.run(self.fn, *args, **kwargs)))
-            except BaseException as exc:
-                outcome.append((False, exc))
-
-        # Threads cannot be killed: a timed-out attempt keeps running in the background
-        # and its result is ignored. Process executors can kill it; the docs say so.
-        worker = threading.Thread(target=attempt, name=f"durable_nb:{self.name}", daemon=True)
-        worker.start()
-        worker.join(self.policy.timeout)
-        if not outcome:
-            raise ActivityTimeout(
-                f"activity {self.name} did not finish within {self.policy.timeout:g} s"
-            )
-        ok, value = outcome[0]
-        if ok:
-            return value  # type: ignore[no-any-return]
-        raise value
+        ctx = current_run()
+        if ctx is None:
+            return StepFuture(_plain_pool().submit(self.fn, *args, **kwargs), None, self.name)
+        return ctx.submit(self, args, kwargs)
 
     def __repr__(self) -> str:
-        return f"<activity {self.name} retries={self.policy.retries}>"
+        on = f" executor={self.executor}" if self.executor else ""
+        return f"<activity {self.name} retries={self.policy.retries}{on}>"
+
+
+_plain: ThreadPoolExecutor | None = None
+_plain_lock = threading.Lock()
+
+
+def _plain_pool() -> ThreadPoolExecutor:
+    """Where ``submit`` runs plain calls made outside a workflow."""
+    global _plain
+    with _plain_lock:
+        if _plain is None:
+            _plain = ThreadPoolExecutor(thread_name_prefix="durable_nb.submit")
+        return _plain
 
 
 @overload
@@ -104,23 +118,35 @@ def activity(fn: Callable[P, R], /) -> Activity[P, R]: ...
 @overload
 def activity(*, retries: int = 0, timeout: float | None = None, backoff: float = 1.0,
              non_retryable: tuple[type[BaseException], ...] = (),
-             retry_programming_errors: bool = False,
-             name: str | None = None) -> Callable[[Callable[P, R]], Activity[P, R]]: ...
+             retry_programming_errors: bool = False, name: str | None = None,
+             executor: str | Executor | None = None, max_concurrency: int | None = None,
+             heartbeat_timeout: float | None = None,
+             ) -> Callable[[Callable[P, R]], Activity[P, R]]: ...
 
 
 def activity(fn: Callable[..., Any] | None = None, /, *, retries: int = 0,
              timeout: float | None = None, backoff: float = 1.0,
              non_retryable: tuple[type[BaseException], ...] = (),
-             retry_programming_errors: bool = False, name: str | None = None) -> Any:
+             retry_programming_errors: bool = False, name: str | None = None,
+             executor: str | Executor | None = None, max_concurrency: int | None = None,
+             heartbeat_timeout: float | None = None) -> Any:
     """Mark a function as an activity: ``@activity`` or ``@activity(retries=3, timeout=600)``.
 
     ``retries`` counts retries after the first attempt. Programming errors (TypeError,
     NameError, AttributeError, SyntaxError, ImportError) are not retried unless
     ``retry_programming_errors=True``; ``non_retryable`` adds more types.
+    ``executor`` is where attempts run: "thread" (in the kernel), "process" (a worker
+    process, killed on timeout) or "dask" (Dask workers; the work outlives the kernel).
+    ``max_concurrency`` caps how many of its attempts run at once; ``heartbeat_timeout``
+    fails an attempt that has not called ``durable_nb.heartbeat()`` for that long.
     """
     policy = RetryPolicy(retries=retries, timeout=timeout, backoff=backoff,
+                         heartbeat_timeout=heartbeat_timeout,
                          non_retryable=tuple(non_retryable),
                          retry_programming_errors=retry_programming_errors)
-    if fn is not None:
-        return Activity(fn, policy, name=name)
-    return lambda f: Activity(f, policy, name=name)
+
+    def make(f: Callable[..., Any]) -> Activity[Any, Any]:
+        return Activity(f, policy, name=name, executor=executor,
+                        max_concurrency=max_concurrency)
+
+    return make(fn) if fn is not None else make

@@ -31,6 +31,17 @@ class StepRecord:
     traceback: str | None = None
     exception_pickle: bytes | None = None
     final: bool = True
+    started_meta: dict[str, Any] | None = None  # the latest attempt's (executor, task)
+    heartbeat_json: str | None = None  # the latest heartbeat's details
+    heartbeat_pickle: bytes | None = None
+
+    @property
+    def executor(self) -> str:
+        return str((self.started_meta or {}).get("executor") or "thread")
+
+    def heartbeat(self) -> Any:
+        """The details of the step's latest recorded heartbeat (None if it sent none)."""
+        return decode(self.heartbeat_json, self.heartbeat_pickle)
 
     @property
     def attempt_s(self) -> float | None:
@@ -57,7 +68,7 @@ STEP_EVENTS_SQL = """
            preview, error, traceback, meta, epoch(ts) AS ts
     FROM events
     WHERE run_id = ? AND kind IN ('step_started', 'step_completed', 'step_failed',
-                                  'activity_code', 'run_input')
+                                  'activity_code', 'run_input', 'step_heartbeat')
     ORDER BY id
 """
 
@@ -84,6 +95,9 @@ def fold_steps(rows: list[dict[str, Any]]) -> dict[int, StepRecord]:
             if rec.status != "completed":
                 rec.status = "started"
                 rec.attempt_started_ts = row["ts"]
+                rec.started_meta = json.loads(row["meta"]) if row["meta"] else None
+        elif kind == "step_heartbeat":
+            rec.heartbeat_json, rec.heartbeat_pickle = row["data_json"], row["data_pickle"]
         elif kind == "step_completed":
             rec.status = "completed"
             rec.result_json, rec.result_pickle = row["data_json"], row["data_pickle"]

@@ -23,6 +23,7 @@ class RetryPolicy:
     max_backoff: float = 60.0
     jitter: float = 0.1           # +/- fraction of each delay
     timeout: float | None = None  # seconds per attempt
+    heartbeat_timeout: float | None = None  # seconds without a heartbeat that fail an attempt
     non_retryable: tuple[type[BaseException], ...] = ()
     retry_programming_errors: bool = False
     _programming: tuple[type[BaseException], ...] = field(default=PROGRAMMING_ERRORS, repr=False)
@@ -31,9 +32,11 @@ class RetryPolicy:
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) \
                 or self.retries < 0:
             raise ValueError(f"retries must be a whole number >= 0, got {self.retries!r}")
-        if self.timeout is not None and not (_finite(self.timeout) and self.timeout > 0):
-            raise ValueError("timeout must be a positive, finite number of seconds (or None "
-                             f"for no limit), got {self.timeout!r}")
+        for name in ("timeout", "heartbeat_timeout"):
+            value = getattr(self, name)
+            if value is not None and not (_finite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive, finite number of seconds (or "
+                                 f"None for no limit), got {value!r}")
         for name, rule in (("backoff", "of seconds >= 0"), ("max_backoff", "of seconds >= 0"),
                            ("backoff_factor", ">= 1")):
             value = getattr(self, name)

@@ -1,36 +1,31 @@
 """A run in progress: numbers steps at call time, replays recorded ones, executes the rest.
 
-The durability rule lives here: a step's result reaches workflow code only after the
-journal server acknowledged its ``step_completed`` event as durable. So a step whose
-result the workflow saw never runs again; only steps in flight at a crash do.
+The durability rule lives here and in engine/attempts.py (the attempt loop of live steps):
+a step's result reaches workflow code only after the journal server acknowledged its
+``step_completed`` event as durable. So a step whose result the workflow saw never runs
+again; only steps in flight at a crash do.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import contextvars
 import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-
+from durable_nb.engine.attempts import AttemptRunner, encode_arguments
+from durable_nb.engine.executors import Executor, check_executor, check_limit
+from durable_nb.engine.futures import StepFuture
 from durable_nb.engine.history import StepRecord, steps_before
 from durable_nb.engine.inputs import Input, recorded_inputs
-from durable_nb.errors import (
-    ActivityFailed,
-    NondeterminismError,
-    PayloadError,
-    RunCancelled,
-    RunFinished,
-)
-from durable_nb.journal.codec import call_hash, encode
+from durable_nb.errors import NondeterminismError, RunCancelled, RunFinished
+from durable_nb.journal.codec import CallEncoding, preview
 from durable_nb.journal.schema import event
-from durable_nb.journal.text import storable_text
 from durable_nb.server.client import JournalClient
 
 if TYPE_CHECKING:
@@ -43,6 +38,7 @@ _in_activity: contextvars.ContextVar[bool] = contextvars.ContextVar(
 _step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
     "durable_nb_step", default=None)
 _run_threads: dict[int, RunContext] = {}  # thread ident -> the run whose body it executes
+SUBMIT_THREADS = 64  # threads of a run's pool for submitted steps, without a run limit
 
 
 @dataclass(frozen=True)
@@ -50,13 +46,17 @@ class StepInfo:
     """Which step an activity attempt is: ``key`` makes side effects idempotent.
 
     A step in flight when its kernel died runs again (at-least-once), with the same run
-    id and sequence number; use ``key`` as an idempotency key for external writes.
+    id and sequence number; use ``key`` as an idempotency key for external writes, and
+    ``heartbeat`` to continue from the progress an earlier attempt recorded.
     """
 
     run_id: str
     seq: int
     attempt: int
     activity: str
+    # The details of the step's latest heartbeat recorded before this attempt began (by
+    # an earlier attempt, or one a dead kernel or worker left), e.g. the last epoch done.
+    heartbeat: Any = None
 
     @property
     def key(self) -> str:
@@ -133,6 +133,24 @@ class RunContext:
         self.inputs: dict[str, Input] = recorded_inputs(rows)
         self.fork_reason: str | None = None
         self.pending_inputs: list[Input] = []
+        # Where live attempts run (an activity's own executor wins) and how many at once.
+        self.executor: str | Executor = "thread"
+        self.max_concurrency: int | None = None
+        self.limit: threading.BoundedSemaphore | None = None
+        self.attempts = AttemptRunner(self)
+        self._submitted: ThreadPoolExecutor | None = None
+        self._pending: list[Future[Any]] = []
+
+    def configure(self, *, executor: str | Executor | None = None,
+                  max_concurrency: int | None = None) -> RunContext:
+        """Set the run's executor (for activities without their own) and its limit of
+        attempts at once."""
+        if executor is not None:
+            self.executor = check_executor(executor) or "thread"
+        if max_concurrency is not None:
+            self.max_concurrency = check_limit(max_concurrency)
+            self.limit = threading.BoundedSemaphore(max_concurrency)
+        return self
 
     # -- numbering and replay ----------------------------------------------------------------
     def reserve(self, n: int = 1) -> int:
@@ -151,18 +169,22 @@ class RunContext:
         if seq is None:
             seq = self.reserve()
         self.check_stop()
-        digest = call_hash(args, kwargs)
+        call = encode_arguments(activity, args, kwargs, seq)
         with self._lock:
             rec = self.steps.get(seq)
+            same = rec is not None and rec.name == activity.name and call.matches(
+                rec.args_hash, args, kwargs)
             if self.mode == "replay" and (
-                rec is None or rec.status not in ("completed", "failed")
-                or rec.name != activity.name or rec.args_hash != digest
-            ):
+                    rec is None or rec.status not in ("completed", "failed") or not same):
                 self._fork(seq)
                 rec = None
         if rec is not None:
-            if rec.name != activity.name or rec.args_hash != digest:
-                raise NondeterminismError(self._divergence(seq, rec, activity, args, kwargs))
+            if not same:
+                raise NondeterminismError(self._divergence(seq, rec, activity, call))
+            if rec.status == "started" and rec.executor == "dask":
+                from durable_nb.engine.dask_executor import attach
+
+                rec = attach(self, rec)  # still running on a worker: wait for its record
             if rec.status == "completed":
                 self.replayed += 1
                 self.saved_s += rec.attempt_s or 0.0
@@ -176,14 +198,66 @@ class RunContext:
             if rec.status == "failed" and self.mode == "replay":
                 # The completed run went past this failure (the workflow caught it).
                 self.replayed += 1
-                raise self._failure(seq, activity.name, rec.attempts, rec.error or "",
-                                    rec.recorded_exception())
-        return self._execute(seq, activity, args, kwargs, digest,
-                             first_attempt=rec.attempts + 1 if rec else 1)
+                raise self.attempts.failure(seq, activity.name, rec.attempts, rec.error or "",
+                                            rec.recorded_exception())
+        return self.attempts.run(seq, activity, args, kwargs, call,
+                                 first_attempt=rec.attempts + 1 if rec else 1,
+                                 heartbeat=rec.heartbeat() if rec else None)
+
+    def submit(self, activity: Activity[Any, Any], args: tuple[Any, ...],
+               kwargs: dict[str, Any], seq: int | None = None,
+               pool: ThreadPoolExecutor | None = None) -> StepFuture[Any]:
+        """Start a step without waiting for it: its number is taken now, in call order.
+
+        A recorded step resolves at once, on this thread; a live one runs on the run's
+        pool (or ``pool``), within the activity's and the run's concurrency limits.
+        """
+        if seq is None:
+            seq = self.reserve()
+        future: Future[Any] = Future()
+        rec = self.steps.get(seq)
+        if rec is not None and rec.status == "completed":
+            try:
+                future.set_result(self.call(activity, args, kwargs, seq))
+            except BaseException as exc:  # a divergence: raised where the result is read
+                future.set_exception(exc)
+        else:
+            context = contextvars.copy_context()
+            future = (pool or self._pool()).submit(context.run, self.call, activity, args,
+                                                   kwargs, seq)
+            with self._lock:
+                self._pending.append(future)
+        return StepFuture(future, seq, activity.name)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._submitted is None:
+                self._submitted = ThreadPoolExecutor(
+                    max_workers=self.max_concurrency or SUBMIT_THREADS,
+                    thread_name_prefix=f"durable_nb.{self.workflow}")
+            return self._submitted
+
+    def _drain(self, cancel: bool = False) -> None:
+        """Wait for the steps the workflow submitted and did not wait for; with
+        ``cancel`` (the workflow failed), those that have not started are dropped."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            pool, self._submitted = self._submitted, None
+        for future in pending:
+            if cancel:
+                future.cancel()
+        for future in pending:
+            with contextlib.suppress(BaseException):
+                future.result()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _divergence(self, seq: int, rec: StepRecord, activity: Activity[Any, Any],
-                    args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        now = encode_arguments(activity, args, kwargs, seq).preview
+                    call: CallEncoding) -> str:
+        try:
+            now = call.payload.preview
+        except Exception:
+            now = preview(call.named)
         return (
             f"step {seq} of run {self.run_id} does not match the journal: it recorded "
             f"{rec.name}({rec.args_preview}) but the workflow now calls "
@@ -210,95 +284,6 @@ class RunContext:
             self.record_inputs(self.pending_inputs)
             self.pending_inputs = []
         self._emit({"kind": "run_forked", "from": parent, "seq": seq, "run_id": run_id})
-
-    # -- live execution --------------------------------------------------------------------
-    def _execute(self, seq: int, activity: Activity[Any, Any], args: tuple[Any, ...],
-                 kwargs: dict[str, Any], digest: str, first_attempt: int) -> Any:
-        __tracebackhide__ = True
-        name, policy = activity.name, activity.policy
-        payload = encode_arguments(activity, args, kwargs, seq)
-        self.record_code(activity)
-        attempt, retries_left = first_attempt, policy.retries
-        while True:
-            self.check_stop()
-            self.client.append([event(
-                self.run_id, "step_started", seq=seq, attempt=attempt, name=name,
-                args_hash=digest, code_hash=activity.code_hash, data_json=payload.json,
-                data_pickle=payload.pickle_b64, preview=payload.preview,
-            )], wait=False)
-            self._emit({"kind": "step_started", "seq": seq, "name": name, "attempt": attempt,
-                        "args": payload.preview, "ts": time.time()})
-            token = _in_activity.set(True)
-            step_token = _step.set(StepInfo(self.run_id, seq, attempt, name))
-            on_run_thread = threading.current_thread() is self.thread
-            self.in_activity = self.in_activity or on_run_thread
-            try:
-                value = activity.invoke(args, kwargs)
-            except (Exception, SystemExit) as exc:
-                # sys.exit() in an activity ends that step, not the kernel: a failure of the
-                # step, never retried. KeyboardInterrupt passes: the step is abandoned.
-                if isinstance(exc, SystemExit):
-                    why = " (not retried: the activity called sys.exit())"
-                elif not policy.is_retryable(exc):
-                    why = " (not retried: a programming error)"
-                else:
-                    why = ""
-                retry = retries_left > 0 and not why
-                self._record_failure(seq, attempt, name, exc, final=not retry)
-                if not retry:
-                    raise self._failure(seq, name, attempt, error_text(exc), exc,
-                                        why=why) from exc
-                retries_left -= 1
-                self._wake.wait(policy.delay(policy.retries - retries_left))
-                attempt += 1
-                continue
-            finally:
-                if on_run_thread:
-                    self.in_activity = False
-                _step.reset(step_token)
-                _in_activity.reset(token)
-            try:
-                result = encode(value, what=f"the result of {name}() at step {seq}")
-            except PayloadError as exc:
-                self._record_failure(seq, attempt, name, exc, final=True)
-                raise
-            self.client.append([event(
-                self.run_id, "step_completed", seq=seq, attempt=attempt, name=name,
-                data_json=result.json, data_pickle=result.pickle_b64, preview=result.preview,
-            )], wait=True)  # the durability rule: durable before the workflow sees it
-            self.executed += 1
-            self._emit({"kind": "step_completed", "seq": seq, "name": name,
-                        "attempt": attempt, "result": result.preview, "ts": time.time()})
-            return value
-
-    def _record_failure(self, seq: int, attempt: int, name: str, exc: BaseException,
-                        final: bool) -> None:
-        try:
-            pickled: str | None = base64.b64encode(cloudpickle.dumps(exc)).decode("ascii")
-        except Exception:
-            pickled = None
-        failed = event(self.run_id, "step_failed", seq=seq, attempt=attempt, name=name,
-                       error=error_text(exc), data_pickle=pickled,
-                       traceback="".join(traceback.format_exception(exc)),
-                       meta={"final": final})
-        self.client.append([failed], wait=final)
-        # The recorded (storable) text: the live view shows what the journal holds.
-        self._emit({"kind": "step_failed", "seq": seq, "name": name, "attempt": attempt,
-                    "final": final, "error": failed["error"],
-                    "traceback": failed["traceback"], "ts": time.time()})
-
-    def _failure(self, seq: int, name: str, attempts: int, error: str,
-                 cause: BaseException | None, why: str = "") -> ActivityFailed:
-        exc = ActivityFailed(
-            f"activity {name}() failed at step {seq} of run {self.run_id} after {attempts} "
-            f"attempt{'s' if attempts != 1 else ''}{why}: {storable_text(error)}\n"
-            f"Fix the activity (re-run its cell) and re-run the workflow cell: steps before "
-            f"{seq} are replayed from the journal and step {seq} runs again with the new code.",
-            run_id=self.run_id, seq=seq, activity=name, attempts=attempts, cause=cause,
-        )
-        if cause is not None and exc.__cause__ is None:
-            exc.__cause__ = cause
-        return exc
 
     def record_code(self, activity: Activity[Any, Any]) -> None:
         """Record an activity's source (once per run and code): what a resume defines
@@ -351,7 +336,12 @@ class RunContext:
         self.thread = threading.current_thread()
         _run_threads[threading.get_ident()] = self
         try:
-            value = body()
+            try:
+                value = body()
+            except BaseException:
+                self._drain(cancel=True)
+                raise
+            self._drain()
             with self._lock:
                 recorded = max(self.steps, default=-1) + 1
                 if self.mode == "replay" and (self._next_seq < recorded or self.fork_reason):
@@ -420,20 +410,3 @@ class RunContext:
             parts.append(f"forked from {self.forked_from}")
         return "; ".join(parts)
 
-
-def error_text(exc: BaseException) -> str:
-    """How a step's failure reads in the journal: ``ValueError: bad item 3``."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def encode_arguments(activity: Activity[Any, Any], args: tuple[Any, ...],
-                     kwargs: dict[str, Any], seq: int) -> Any:
-    """Encode a call's arguments by parameter name, naming the one that cannot be stored."""
-    named = activity.bind(args, kwargs)
-    try:
-        return encode(named, what=f"the arguments of {activity.name}() at step {seq}")
-    except PayloadError:
-        for i, (param, arg) in enumerate(named.items()):
-            encode(arg, what=f"argument {i + 1} ({param!r}) of {activity.name}() at step {seq}")
-        raise

@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
+from durable_nb.engine.executors import Executor, check_executor, check_limit
 from durable_nb.engine.identity import open_run
 from durable_nb.engine.run import RunContext, current_run
 from durable_nb.journal.codec import call_hash
@@ -22,9 +23,13 @@ class Workflow:
     again with the same arguments after a kernel restart continues the same run.
     """
 
-    def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
+    def __init__(self, fn: Callable[..., Any], name: str | None = None, *,
+                 executor: str | Executor | None = None,
+                 max_concurrency: int | None = None) -> None:
         self.fn = fn
         self.name = name or fn.__name__
+        self.executor = check_executor(executor)
+        self.max_concurrency = check_limit(max_concurrency)
         try:
             self.source: str | None = inspect.getsource(fn)
         except (OSError, TypeError):
@@ -47,6 +52,7 @@ class Workflow:
             )
         ctx = open_run(self.name, source=self.source, new=new, run_id=run_id, fork_at=fork_at,
                        key=call_hash(args, kwargs))
+        ctx.configure(executor=self.executor, max_concurrency=self.max_concurrency)
         self.last_run = ctx
         return ctx.execute(lambda: self.fn(*args, **kwargs))
 
@@ -57,11 +63,19 @@ class Workflow:
 @overload
 def workflow(fn: Callable[P, R], /) -> Workflow: ...
 @overload
-def workflow(*, name: str | None = None) -> Callable[[Callable[P, R]], Workflow]: ...
+def workflow(*, name: str | None = None, executor: str | Executor | None = None,
+             max_concurrency: int | None = None) -> Callable[[Callable[P, R]], Workflow]: ...
 
 
-def workflow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
-    """Mark a function as a workflow: ``@workflow`` or ``@workflow(name="sweep")``."""
-    if fn is not None:
-        return Workflow(fn, name)
-    return lambda f: Workflow(f, name)
+def workflow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+             executor: str | Executor | None = None,
+             max_concurrency: int | None = None) -> Any:
+    """Mark a function as a workflow: ``@workflow`` or ``@workflow(name="sweep")``.
+
+    ``executor`` is where its activities run unless they name their own; at most
+    ``max_concurrency`` of their attempts run at once.
+    """
+    def make(f: Callable[..., Any]) -> Workflow:
+        return Workflow(f, name, executor=executor, max_concurrency=max_concurrency)
+
+    return make(fn) if fn is not None else make

@@ -203,5 +203,65 @@ def call_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     return h.hexdigest()[:32]
 
 
+# Digests made from a call's stored encoding start with this; older journals hold
+# ``call_hash`` digests (32 hex digits), which replay still compares the old way.
+CALL_DIGEST_PREFIX = "v2:"
+
+
+class CallEncoding:
+    """A call's arguments (by parameter name) encoded once for the journal, with the
+    digest replay compares.
+
+    Plain-JSON arguments are dumped once, with sorted keys, and the digest is the hash of
+    that very text. Other arguments are pickled for the journal and digested with
+    ``_DigestPickler`` (which hashes notebook-defined code by source, so the digest is
+    stable across kernels where the stored pickle is not); each is made on first use, so
+    a replayed step never pickles its arguments for storage.
+    """
+
+    __slots__ = ("named", "what", "_text", "_payload", "_digest")
+
+    def __init__(self, named: dict[str, Any], what: str) -> None:
+        self.named, self.what = named, what
+        self._text: str | None = None
+        self._payload: Payload | None = None
+        self._digest: str | None = None
+        if is_plain_json(named):
+            with contextlib.suppress(ValueError):  # an int too long for JSON
+                self._text = json.dumps(named, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def digest(self) -> str:
+        if self._digest is None:
+            h = hashlib.sha256()
+            if self._text is not None:
+                h.update(self._text.encode())
+            else:
+                try:
+                    h.update(_digest_dumps(_canonical(self.named)))
+                except Exception:  # not storable: ``payload`` raises the useful error
+                    h.update(preview(self.named).encode())
+            self._digest = CALL_DIGEST_PREFIX + h.hexdigest()[:32]
+        return self._digest
+
+    @property
+    def payload(self) -> Payload:
+        if self._payload is None:
+            if self._text is not None:
+                text = self._text
+                self._payload = Payload(text, None, text if len(text) <= PREVIEW_CHARS
+                                        else preview(self.named))
+            else:
+                self._payload = encode(self.named, what=self.what)
+        return self._payload
+
+    def matches(self, recorded: str | None, args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> bool:
+        """Whether ``recorded`` (a step's args_hash) is the digest of this call."""
+        if recorded is None or recorded.startswith(CALL_DIGEST_PREFIX):
+            return recorded == self.digest
+        return recorded == call_hash(args, kwargs)  # a journal from before CallEncoding
+
+
 def code_hash(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:16]

@@ -12,6 +12,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from durable_nb.engine.activity import Activity
+from durable_nb.engine.executors import check_executor, check_limit
 from durable_nb.engine.identity import find_run, open_run, recorded_cell
 from durable_nb.engine.inputs import bind_inputs, cell_inputs, free_names
 from durable_nb.engine.retry import RetryPolicy
@@ -102,16 +103,26 @@ class DurableMagics(Magics):
     @argument("--timeout", type=float, default=None, metavar="S", help="seconds per attempt")
     @argument("--backoff", type=float, default=1.0, metavar="S",
               help="seconds before the first retry")
+    @argument("--executor", default=None, metavar="NAME",
+              help="where attempts run: thread (default), process or dask")
+    @argument("--max-concurrency", dest="max_concurrency", type=int, default=None,
+              metavar="N", help="at most N attempts of each function at once")
+    @argument("--heartbeat-timeout", dest="heartbeat_timeout", type=float, default=None,
+              metavar="S", help="fail an attempt with no durable_nb.heartbeat() for S s")
     @cell_magic
     def activity(self, line: str, cell: str) -> None:
         """Define the cell's top-level functions as activities: journaled inside workflows.
 
-        Usage: %%activity [--retries N] [--timeout S] [--backoff S]
+        Usage: %%activity [--retries N] [--timeout S] [--backoff S] [--executor NAME]
+                          [--max-concurrency N] [--heartbeat-timeout S]
         """
         opts = _parse(self.activity, line)
         try:
             policy = RetryPolicy(retries=opts.retries, timeout=opts.timeout,
-                                 backoff=opts.backoff)
+                                 backoff=opts.backoff,
+                                 heartbeat_timeout=opts.heartbeat_timeout)
+            check_executor(opts.executor)
+            check_limit(opts.max_concurrency)
         except ValueError as exc:
             raise _usage_error(self.activity, f"%%activity: {exc}") from None
         code, tree, filename = self._compile(cell)
@@ -124,7 +135,8 @@ class DurableMagics(Magics):
         ns = self._ipython.user_ns
         exec(compile(tree, filename, "exec"), ns)  # noqa: S102 - the user's own cell
         for name, source in functions.items():
-            ns[name] = Activity(ns[name], policy, name=name, source=source)
+            ns[name] = Activity(ns[name], policy, name=name, source=source,
+                                executor=opts.executor, max_concurrency=opts.max_concurrency)
             ns[name].defined_by = f"%%activity {line}".rstrip() + "\n" + cell
 
     @magic_arguments()
@@ -134,6 +146,10 @@ class DurableMagics(Magics):
     @argument("--id", dest="run_id", default=None, help="resume or replay this run")
     @argument("--fork-at", dest="fork_at", type=int, default=None, metavar="N",
               help="keep steps before N of the run, run the rest with the current code")
+    @argument("--executor", default=None, metavar="NAME",
+              help="where activities without their own --executor run: thread, process, dask")
+    @argument("--max-concurrency", dest="max_concurrency", type=int, default=None,
+              metavar="N", help="at most N activity attempts of the run at once")
     @argument("--background", action="store_true",
               help="return at once with a handle; the kernel stays usable")
     @cell_magic
@@ -200,8 +216,11 @@ class DurableMagics(Magics):
             return eval(expr_code, ns) if expr_code else None  # noqa: S307
 
         try:
+            check_executor(opts.executor)
+            check_limit(opts.max_concurrency)
             ctx = open_run(opts.name, source=cell, new=opts.new, run_id=opts.run_id,
                            fork_at=opts.fork_at)
+            ctx.configure(executor=opts.executor, max_concurrency=opts.max_concurrency)
         except (RunNotFound, ValueError) as exc:
             raise UsageError(f"%%workflow: {exc}") from None
         for notice in ctx.notices:

@@ -1,0 +1,188 @@
+"""The attempt loop of a live step: record the attempt, hand it to an executor, record how
+it ended, and retry by the activity's policy.
+
+The durability rule holds here: the value reaches workflow code only once the journal has
+acknowledged the step's ``step_completed`` (written here, or by the worker itself when the
+executor says it journaled the completion).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from durable_nb.engine.executors import Attempt, Outcome, executor
+from durable_nb.errors import ActivityFailed, PayloadError
+from durable_nb.journal.codec import CallEncoding, encode
+from durable_nb.journal.schema import event
+from durable_nb.journal.text import storable_text
+
+if TYPE_CHECKING:
+    from durable_nb.engine.activity import Activity
+    from durable_nb.engine.run import RunContext
+
+
+def error_text(exc: BaseException) -> str:
+    """How a step's failure reads in the journal: ``ValueError: bad item 3``."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def encode_arguments(activity: Activity[Any, Any], args: tuple[Any, ...],
+                     kwargs: dict[str, Any], seq: int) -> CallEncoding:
+    """A call's arguments by parameter name, encoded once (see ``CallEncoding``)."""
+    return CallEncoding(activity.bind(args, kwargs),
+                        what=f"the arguments of {activity.name}() at step {seq}")
+
+
+def stored_arguments(activity: Activity[Any, Any], call: CallEncoding, seq: int) -> Any:
+    """``call.payload``; when it cannot be stored, the error names the argument."""
+    try:
+        return call.payload
+    except PayloadError:
+        for i, (param, arg) in enumerate(call.named.items()):
+            encode(arg, what=f"argument {i + 1} ({param!r}) of {activity.name}() at step {seq}")
+        raise
+
+
+class AttemptRunner:
+    """Runs the live attempts of ``ctx``'s steps."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    def run(self, seq: int, activity: Activity[Any, Any], args: tuple[Any, ...],
+            kwargs: dict[str, Any], call: CallEncoding, first_attempt: int,
+            heartbeat: Any = None) -> Any:
+        __tracebackhide__ = True
+        from durable_nb.engine.run import StepInfo
+
+        ctx = self.ctx
+        name, policy = activity.name, activity.policy
+        payload = stored_arguments(activity, call, seq)
+        runner = executor(activity.executor or ctx.executor)
+        ctx.record_code(activity)
+        number, retries_left = first_attempt, policy.retries
+        beats = [heartbeat]  # the latest recorded details, handed to the next attempt
+        while True:
+            ctx.check_stop()
+            step = StepInfo(ctx.run_id, seq, number, name, heartbeat=beats[0])
+            attempt = Attempt(activity.fn, args, kwargs, step, timeout=policy.timeout,
+                              heartbeat_timeout=policy.heartbeat_timeout,
+                              record_beat=self._recorder(step, beats))
+            describe = getattr(runner, "describe", None)
+            meta = {"executor": runner.name, **(describe(attempt) if describe else {})}
+            ctx.client.append([event(
+                ctx.run_id, "step_started", seq=seq, attempt=number, name=name,
+                args_hash=call.digest, code_hash=activity.code_hash, data_json=payload.json,
+                data_pickle=payload.pickle_b64, preview=payload.preview, meta=meta,
+            )], wait=False)
+            ctx._emit({"kind": "step_started", "seq": seq, "name": name, "attempt": number,
+                       "args": payload.preview, "ts": time.time()})
+            on_run_thread = threading.current_thread() is ctx.thread
+            ctx.in_activity = ctx.in_activity or on_run_thread
+            try:
+                with self._limits(activity):
+                    outcome = runner.run(attempt)
+            except (Exception, SystemExit) as exc:
+                # sys.exit() in an activity ends that step, not the kernel: a failure of the
+                # step, never retried. KeyboardInterrupt passes: the step is abandoned.
+                if isinstance(exc, SystemExit):
+                    why = " (not retried: the activity called sys.exit())"
+                elif not policy.is_retryable(exc):
+                    why = " (not retried: a programming error)"
+                else:
+                    why = ""
+                retry = retries_left > 0 and not why
+                self.record_failure(seq, number, name, exc, final=not retry)
+                if not retry:
+                    raise self.failure(seq, name, number, error_text(exc), exc,
+                                       why=why) from exc
+                retries_left -= 1
+                ctx._wake.wait(policy.delay(policy.retries - retries_left))
+                number += 1
+                continue
+            finally:
+                if on_run_thread:
+                    ctx.in_activity = False
+            return self._complete(seq, number, name, outcome)
+
+    def _complete(self, seq: int, number: int, name: str, outcome: Outcome) -> Any:
+        ctx = self.ctx
+        shown = outcome.recorded
+        if shown is None:
+            try:
+                result = encode(outcome.value, what=f"the result of {name}() at step {seq}")
+            except PayloadError as exc:
+                self.record_failure(seq, number, name, exc, final=True)
+                raise
+            ctx.client.append([event(
+                ctx.run_id, "step_completed", seq=seq, attempt=number, name=name,
+                data_json=result.json, data_pickle=result.pickle_b64, preview=result.preview,
+            )], wait=True)  # the durability rule: durable before the workflow sees it
+            shown = result.preview
+        ctx.executed += 1
+        ctx._emit({"kind": "step_completed", "seq": seq, "name": name, "attempt": number,
+                   "result": shown, "ts": time.time()})
+        return outcome.value
+
+    def _limits(self, activity: Activity[Any, Any]) -> contextlib.ExitStack:
+        """Hold the activity's and the run's concurrency slots for one attempt."""
+        stack = contextlib.ExitStack()
+        for limit in (activity.limit, self.ctx.limit):
+            if limit is not None:
+                stack.enter_context(limit)
+        return stack
+
+    def _recorder(self, step: Any, beats: list[Any]) -> Any:
+        ctx = self.ctx
+
+        def record(details: Any) -> None:
+            what = f"the heartbeat details of {step.activity}() at step {step.seq}"
+            payload = encode(details, what=what)
+            ctx.client.append([event(
+                ctx.run_id, "step_heartbeat", seq=step.seq, attempt=step.attempt,
+                name=step.activity, data_json=payload.json, data_pickle=payload.pickle_b64,
+                preview=payload.preview)], wait=True)
+            beats[0] = details
+            ctx._emit({"kind": "step_heartbeat", "seq": step.seq, "name": step.activity,
+                       "attempt": step.attempt, "details": payload.preview, "ts": time.time()})
+
+        return record
+
+    def record_failure(self, seq: int, attempt: int, name: str, exc: BaseException,
+                       final: bool) -> None:
+        ctx = self.ctx
+        try:
+            pickled: str | None = base64.b64encode(cloudpickle.dumps(exc)).decode("ascii")
+        except Exception:
+            pickled = None
+        failed = event(ctx.run_id, "step_failed", seq=seq, attempt=attempt, name=name,
+                       error=error_text(exc), data_pickle=pickled,
+                       traceback="".join(traceback.format_exception(exc)),
+                       meta={"final": final})
+        ctx.client.append([failed], wait=final)
+        # The recorded (storable) text: the live view shows what the journal holds.
+        ctx._emit({"kind": "step_failed", "seq": seq, "name": name, "attempt": attempt,
+                   "final": final, "error": failed["error"],
+                   "traceback": failed["traceback"], "ts": time.time()})
+
+    def failure(self, seq: int, name: str, attempts: int, error: str,
+                cause: BaseException | None, why: str = "") -> ActivityFailed:
+        run_id = self.ctx.run_id
+        exc = ActivityFailed(
+            f"activity {name}() failed at step {seq} of run {run_id} after {attempts} "
+            f"attempt{'s' if attempts != 1 else ''}{why}: {storable_text(error)}\n"
+            f"Fix the activity (re-run its cell) and re-run the workflow cell: steps before "
+            f"{seq} are replayed from the journal and step {seq} runs again with the new code.",
+            run_id=run_id, seq=seq, activity=name, attempts=attempts, cause=cause,
+        )
+        if cause is not None and exc.__cause__ is None:
+            exc.__cause__ = cause
+        return exc

@@ -1,0 +1,204 @@
+"""Where an attempt of an activity runs: one small interface, chosen per activity or per run.
+
+The attempt loop (engine/attempts.py) hands each attempt to an executor and gets back the
+value, or the exception the activity raised, or ``ActivityTimeout``:
+
+- ``thread`` (default): in the kernel, sharing its memory. A timed-out attempt cannot be
+  killed; it is abandoned and its result ignored.
+- ``process``: a pool of worker processes of this kernel (the call travels by cloudpickle,
+  so notebook-defined functions work). A timed-out attempt's worker is killed.
+- ``dask``: Dask distributed workers that are not the kernel's children
+  (engine/dask_executor.py); the task records its own completion, so it outlives the kernel.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from durable_nb.errors import ActivityTimeout
+
+if TYPE_CHECKING:
+    from durable_nb.engine.run import StepInfo
+
+EXECUTORS = ("thread", "process", "dask")
+
+# Inside an attempt: how ``durable_nb.heartbeat`` records progress for it.
+_beat: contextvars.ContextVar[Callable[[Any], None] | None] = contextvars.ContextVar(
+    "durable_nb_beat", default=None)
+
+
+def heartbeat(details: Any = None) -> None:
+    """Inside an activity: record its progress (e.g. ``{"epoch": 3, "checkpoint": path}``).
+
+    The details are durable when this returns. The step's next attempt (after a retry, a
+    kernel death or a worker death) reads the latest with ``current_step().heartbeat``, so
+    it can go on from there; views show them as the step's progress. With a
+    ``heartbeat_timeout``, an attempt that stops calling this fails (and is retried).
+    Outside an activity of a run it does nothing.
+    """
+    record = _beat.get()
+    if record is not None:
+        record(details)
+
+
+@dataclass
+class Attempt:
+    """One attempt of one step, as an executor receives it."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    step: StepInfo
+    timeout: float | None = None
+    heartbeat_timeout: float | None = None
+    # Records a heartbeat durably (the attempt loop's), and when the last one came.
+    record_beat: Callable[[Any], None] = field(default=lambda details: None, repr=False)
+    last_beat: float = field(default_factory=time.monotonic)
+
+    def beat(self, details: Any) -> None:
+        self.record_beat(details)
+        self.last_beat = time.monotonic()
+
+    def overdue(self, started: float) -> ActivityTimeout | None:
+        """The timeout this attempt is past, if any (checked while it runs)."""
+        now = time.monotonic()
+        if self.timeout is not None and now - started > self.timeout:
+            return ActivityTimeout(f"activity {self.step.activity} did not finish within "
+                                   f"{self.timeout:g} s")
+        if (self.heartbeat_timeout is not None
+                and now - max(self.last_beat, started) > self.heartbeat_timeout):
+            return ActivityTimeout(f"activity {self.step.activity} sent no heartbeat for "
+                                   f"{self.heartbeat_timeout:g} s")
+        return None
+
+    @property
+    def watched(self) -> bool:
+        return self.timeout is not None or self.heartbeat_timeout is not None
+
+
+@dataclass
+class Outcome:
+    """What an executor gives back. ``recorded`` is the result's preview when the worker
+    already journaled the step's completion itself (a Dask task), else None."""
+
+    value: Any
+    recorded: str | None = None
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, attempt: Attempt) -> Outcome:
+        """Run the attempt to its end: return its outcome, or raise what it raised
+        (``ActivityTimeout`` when it ran past a timeout)."""
+        ...
+
+
+def in_attempt(attempt: Attempt, fn: Callable[[], Any]) -> Any:
+    """Call ``fn`` as ``attempt``: ``current_step()`` and ``heartbeat()`` work inside."""
+    from durable_nb.engine.run import _in_activity, _step
+
+    tokens = (_in_activity.set(True), _step.set(attempt.step), _beat.set(attempt.beat))
+    try:
+        return fn()
+    finally:
+        _beat.reset(tokens[2])
+        _step.reset(tokens[1])
+        _in_activity.reset(tokens[0])
+
+
+class ThreadExecutor:
+    """In the kernel. Without a timeout the attempt runs on the calling thread."""
+
+    name = "thread"
+
+    def run(self, attempt: Attempt) -> Outcome:
+        __tracebackhide__ = True
+        call = lambda: attempt.fn(*attempt.args, **attempt.kwargs)  # noqa: E731
+        if not attempt.watched:
+            return Outcome(in_attempt(attempt, call))
+        outcome: list[tuple[bool, Any]] = []
+        ctx = contextvars.copy_context()
+
+        def target() -> None:
+            try:
+                outcome.append((True, ctx.run(in_attempt, attempt, call)))
+            except BaseException as exc:
+                outcome.append((False, exc))
+
+        # Threads cannot be killed: a timed-out attempt keeps running in the background
+        # and its result is ignored. The process executor kills it instead.
+        worker = threading.Thread(target=target, name=f"durable_nb:{attempt.step.activity}",
+                                  daemon=True)
+        started = time.monotonic()
+        worker.start()
+        while not outcome:
+            worker.join(0.05)
+            if not outcome and (late := attempt.overdue(started)) is not None:
+                raise late
+        ok, value = outcome[0]
+        if ok:
+            return Outcome(value)
+        raise value
+
+
+_lock = threading.Lock()
+_shared: dict[str, Executor] = {}
+
+
+def executor(name: str | Executor) -> Executor:
+    """The executor called ``name`` (one per kernel), or ``name`` itself if it is one."""
+    if not isinstance(name, str):
+        return name
+    with _lock:
+        found = _shared.get(name)
+        if found is None:
+            if name == "thread":
+                found = ThreadExecutor()
+            elif name == "process":
+                from durable_nb.engine.process_pool import ProcessExecutor
+
+                found = ProcessExecutor()
+            elif name == "dask":
+                from durable_nb.engine.dask_executor import DaskExecutor
+
+                found = DaskExecutor()
+            else:
+                raise ValueError(f"unknown executor {name!r}")
+            _shared[name] = found
+        return found
+
+
+def check_executor(name: str | Executor | None) -> str | Executor | None:
+    """``name`` if it names an executor (or is one, or None); else a ValueError saying
+    which names there are."""
+    if name is None or (isinstance(name, str) and name in EXECUTORS):
+        return name
+    if not isinstance(name, str) and callable(getattr(name, "run", None)):
+        return name
+    raise ValueError(f"unknown executor {name!r}: use one of {', '.join(EXECUTORS)} "
+                     "(for example `%%activity --executor process`)")
+
+
+def check_limit(n: int | None) -> int | None:
+    """``n`` if it is a valid concurrency limit (a whole number >= 1, or None for none)."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"max_concurrency must be a whole number >= 1 (or None for no "
+                         f"limit), got {n!r}")
+    return n
+
+
+def shutdown() -> None:
+    """Stop the kernel's worker processes (at exit, or in tests)."""
+    with _lock:
+        found = list(_shared.values())
+        _shared.clear()
+    for ex in found:
+        close = getattr(ex, "close", None)
+        if close is not None:
+            close()

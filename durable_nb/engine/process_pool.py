@@ -1,0 +1,216 @@
+"""The ``process`` executor: attempts run in worker processes of this kernel.
+
+Each worker is ``python -m durable_nb.engine.process_pool`` talking over a socket pair: the
+call goes in by cloudpickle (so functions defined in the notebook work), the result or the
+exception comes back the same way. While it runs, the worker forwards what the activity
+prints and its heartbeats (each acknowledged once the journal holds it). A worker is reused
+for the next attempt; one past its timeout is killed with SIGKILL and replaced, so a hung
+attempt never keeps running in the background.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+import cloudpickle
+
+from durable_nb.engine.executors import Attempt, Outcome, in_attempt
+from durable_nb.errors import PayloadError
+
+
+class WorkerDied(RuntimeError):
+    """The worker process running an attempt exited before answering (retryable)."""
+
+
+class RemoteError(Exception):
+    """An exception raised in a worker that could not travel back as itself."""
+
+
+class _Worker:
+    def __init__(self) -> None:
+        parent, child = socket.socketpair()
+        env = dict(os.environ)
+        # Modules the parent imports by path (the notebook's cwd, a test's folder).
+        env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "durable_nb.engine.process_pool", str(child.fileno())],
+            pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
+            start_new_session=False)
+        child.close()
+        self.conn = Connection(parent.detach())
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.conn.close()
+
+    def run(self, attempt: Attempt) -> Outcome:
+        __tracebackhide__ = True
+        try:
+            call = cloudpickle.dumps((attempt.fn, attempt.args, attempt.kwargs, attempt.step))
+        except Exception as exc:
+            raise PayloadError(
+                f"cannot send the call of {attempt.step.activity}() at step "
+                f"{attempt.step.seq} to a worker process: {exc}. Pass arguments that pickle "
+                "(e.g. a path or a config dict), or run it with --executor thread."
+            ) from exc
+        started = time.monotonic()
+        try:
+            self.conn.send_bytes(call)
+            while True:
+                if not self.conn.poll(0.05):
+                    late = attempt.overdue(started)
+                    if late is not None:
+                        pid = self.pid
+                        self.kill()
+                        raise type(late)(f"{late} (its worker process {pid} was killed)")
+                    continue
+                kind, body = cloudpickle.loads(self.conn.recv_bytes())
+                if kind == "beat":
+                    try:
+                        attempt.beat(body)
+                    except BaseException as exc:
+                        self.conn.send_bytes(cloudpickle.dumps(("fail", _portable(exc))))
+                    else:
+                        self.conn.send_bytes(cloudpickle.dumps(("ack", None)))
+                elif kind == "out":
+                    stream, text = body
+                    print(text, end="", file=sys.stderr if stream == "stderr" else sys.stdout)
+                elif kind == "ok":
+                    return Outcome(body)
+                else:
+                    raised, remote_tb = body
+                    raised.add_note(f"(raised in worker process {self.pid})\n{remote_tb}")
+                    raise raised
+        except (EOFError, OSError) as exc:
+            code = self.proc.wait()
+            raise WorkerDied(
+                f"the worker process {self.pid} running {attempt.step.activity}() at step "
+                f"{attempt.step.seq} exited with code {code} before it answered"
+            ) from exc
+        except KeyboardInterrupt:
+            self.kill()  # the step is abandoned: do not leave it running
+            raise
+
+
+class ProcessExecutor:
+    """A pool of up to ``max_workers`` worker processes (default: the machine's cores)."""
+
+    name = "process"
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        self.max_workers = max_workers or os.cpu_count() or 1
+        self._idle: list[_Worker] = []
+        self._slots = threading.BoundedSemaphore(self.max_workers)
+        self._lock = threading.Lock()
+
+    def run(self, attempt: Attempt) -> Outcome:
+        __tracebackhide__ = True
+        with self._slots:
+            worker = self._take()
+            try:
+                return worker.run(attempt)
+            finally:
+                if worker.alive():
+                    with self._lock:
+                        self._idle.append(worker)
+
+    def _take(self) -> _Worker:
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.alive():
+                    return worker
+        return _Worker()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.kill()
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it pickles, else a RemoteError carrying its text and traceback."""
+    try:
+        cloudpickle.loads(cloudpickle.dumps(exc))
+        return exc
+    except Exception:
+        text = "".join(traceback.format_exception(exc))
+        return RemoteError(f"{type(exc).__name__}: {exc}\n(in the worker process)\n{text}")
+
+
+class _Forward(io.TextIOBase):
+    """The worker's stdout/stderr: what the activity prints shows in the notebook."""
+
+    def __init__(self, conn: Connection, stream: str, lock: threading.Lock) -> None:
+        self.conn, self.stream, self.lock = conn, stream, lock
+
+    def write(self, text: str) -> int:
+        if text:
+            with self.lock:
+                self.conn.send_bytes(cloudpickle.dumps(("out", (self.stream, text))))
+        return len(text)
+
+
+def _serve(fd: int) -> None:
+    from durable_nb.engine.run import StepInfo
+
+    conn = Connection(fd)
+    lock = threading.Lock()
+    sys.stdout = _Forward(conn, "stdout", lock)
+    sys.stderr = _Forward(conn, "stderr", lock)
+
+    def send(kind: str, body: Any) -> None:
+        with lock:
+            conn.send_bytes(cloudpickle.dumps((kind, body)))
+
+    while True:
+        try:
+            fn, args, kwargs, step = cloudpickle.loads(conn.recv_bytes())
+        except EOFError:
+            return
+        assert isinstance(step, StepInfo)
+
+        def beat(details: Any) -> None:
+            send("beat", details)
+            kind, body = cloudpickle.loads(conn.recv_bytes())
+            if kind == "fail":
+                raise body
+
+        attempt = Attempt(fn, args, kwargs, step, record_beat=beat)
+        try:
+            value = in_attempt(attempt, lambda: fn(*args, **kwargs))  # noqa: B023
+        except BaseException as exc:  # SystemExit too: it ends the attempt, not the worker
+            send("err", (_portable(exc), "".join(traceback.format_exception(exc))))
+            continue
+        try:
+            send("ok", value)
+        except Exception as exc:
+            send("err", (PayloadError(
+                f"the result of {step.activity}() at step {step.seq} cannot travel back "
+                f"from the worker process: {exc}. Return something that pickles, or run "
+                "it with --executor thread."), ""))
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]))
