@@ -59,8 +59,14 @@ class Attempt:
     # Records a heartbeat durably (the attempt loop's), and when the last one came.
     record_beat: Callable[[Any], None] = field(default=lambda details: None, repr=False)
     last_beat: float = field(default_factory=time.monotonic)
+    # Set when the executor gave up on the attempt while its code still runs (a thread
+    # cannot be killed): its next heartbeat raises this instead of recording anything.
+    abandoned: BaseException | None = None
 
     def beat(self, details: Any) -> None:
+        if self.abandoned is not None:
+            raise type(self.abandoned)(f"{self.abandoned}; this attempt was abandoned, so "
+                                       "its heartbeats are no longer recorded")
         self.record_beat(details)
         self.last_beat = time.monotonic()
 
@@ -131,8 +137,9 @@ class ThreadExecutor:
             except BaseException as exc:
                 outcome.append((False, exc))
 
-        # Threads cannot be killed: a timed-out attempt keeps running in the background
-        # and its result is ignored. The process executor kills it instead.
+        # Threads cannot be killed: a timed-out attempt keeps running in the background,
+        # its result ignored and its next heartbeat raising (so code that heartbeats
+        # stops there). The process executor kills it instead.
         worker = threading.Thread(target=target, name=f"durable_nb:{attempt.step.activity}",
                                   daemon=True)
         started = time.monotonic()
@@ -140,6 +147,7 @@ class ThreadExecutor:
         while not outcome:
             worker.join(0.05)
             if not outcome and (late := attempt.overdue(started)) is not None:
+                attempt.abandoned = late
                 raise late
         ok, value = outcome[0]
         if ok:

@@ -19,6 +19,7 @@ class StepRecord:
     name: str
     args_hash: str | None = None
     args_preview: str | None = None
+    args_json: str | None = None  # the recorded arguments, when plain JSON
     result_preview: str | None = None
     started_ts: float | None = None  # first attempt's start
     ended_ts: float | None = None
@@ -90,7 +91,7 @@ def fold_steps(rows: list[dict[str, Any]]) -> dict[int, StepRecord]:
         if kind == "step_started":
             if rec.args_hash is None:
                 rec.args_hash = row["args_hash"]
-                rec.args_preview = row["preview"]
+                rec.args_preview, rec.args_json = row["preview"], row["data_json"]
                 rec.started_ts = row["ts"]
             if rec.status != "completed":
                 rec.status = "started"

@@ -49,6 +49,7 @@ class _Worker:
             start_new_session=False)
         child.close()
         self.conn = Connection(parent.detach())
+        self.ready = False  # the worker says so once it has imported what it needs
 
     @property
     def pid(self) -> int:
@@ -73,35 +74,14 @@ class _Worker:
                 f"{attempt.step.seq} to a worker process: {exc}. Pass arguments that pickle "
                 "(e.g. a path or a config dict), or run it with --executor thread."
             ) from exc
-        started = time.monotonic()
         try:
+            if not self.ready:  # a new worker's start-up does not count against a timeout
+                self.conn.recv_bytes()
+                self.ready = True
+            started = time.monotonic()
             self.conn.send_bytes(call)
-            while True:
-                if not self.conn.poll(0.05):
-                    late = attempt.overdue(started)
-                    if late is not None:
-                        pid = self.pid
-                        self.kill()
-                        raise type(late)(f"{late} (its worker process {pid} was killed)")
-                    continue
-                kind, body = cloudpickle.loads(self.conn.recv_bytes())
-                if kind == "beat":
-                    try:
-                        attempt.beat(body)
-                    except BaseException as exc:
-                        self.conn.send_bytes(cloudpickle.dumps(("fail", _portable(exc))))
-                    else:
-                        self.conn.send_bytes(cloudpickle.dumps(("ack", None)))
-                elif kind == "out":
-                    stream, text = body
-                    print(text, end="", file=sys.stderr if stream == "stderr" else sys.stdout)
-                elif kind == "ok":
-                    return Outcome(body)
-                else:
-                    raised, remote_tb = body
-                    raised.add_note(f"(raised in worker process {self.pid})\n{remote_tb}")
-                    raise raised
-        except (EOFError, OSError) as exc:
+            answer = self._wait(attempt, started)
+        except (EOFError, OSError) as exc:  # the pipe broke: the worker is gone
             code = self.proc.wait()
             raise WorkerDied(
                 f"the worker process {self.pid} running {attempt.step.activity}() at step "
@@ -110,6 +90,40 @@ class _Worker:
         except KeyboardInterrupt:
             self.kill()  # the step is abandoned: do not leave it running
             raise
+        # Raised here, outside the try: an ActivityTimeout or an activity's ConnectionError
+        # is an OSError too, and must not pass for a broken pipe.
+        kind, body = answer
+        if kind == "late":
+            pid = self.pid
+            self.kill()
+            raise type(body)(f"{body} (its worker process {pid} was killed)")
+        if kind == "ok":
+            return Outcome(body)
+        raised, remote_tb = body
+        raised.add_note(f"(raised in worker process {self.pid})\n{remote_tb}")
+        raise raised
+
+    def _wait(self, attempt: Attempt, started: float) -> tuple[str, Any]:
+        """Serve the worker's prints and heartbeats until it answers or runs out of time."""
+        while True:
+            if not self.conn.poll(0.05):
+                late = attempt.overdue(started)
+                if late is not None:
+                    return "late", late
+                continue
+            kind, body = cloudpickle.loads(self.conn.recv_bytes())
+            if kind == "beat":
+                try:
+                    attempt.beat(body)
+                except BaseException as exc:
+                    self.conn.send_bytes(cloudpickle.dumps(("fail", _portable(exc))))
+                else:
+                    self.conn.send_bytes(cloudpickle.dumps(("ack", None)))
+            elif kind == "out":
+                stream, text = body
+                print(text, end="", file=sys.stderr if stream == "stderr" else sys.stdout)
+            else:
+                return kind, body
 
 
 class ProcessExecutor:
@@ -184,6 +198,7 @@ def _serve(fd: int) -> None:
         with lock:
             conn.send_bytes(cloudpickle.dumps((kind, body)))
 
+    send("ready", None)
     while True:
         try:
             fn, args, kwargs, step = cloudpickle.loads(conn.recv_bytes())

@@ -173,7 +173,7 @@ class RunContext:
         with self._lock:
             rec = self.steps.get(seq)
             same = rec is not None and rec.name == activity.name and call.matches(
-                rec.args_hash, args, kwargs)
+                rec.args_hash, rec.args_json, args, kwargs)
             if self.mode == "replay" and (
                     rec is None or rec.status not in ("completed", "failed") or not same):
                 self._fork(seq)

@@ -212,8 +212,10 @@ class CallEncoding:
     """A call's arguments (by parameter name) encoded once for the journal, with the
     digest replay compares.
 
-    Plain-JSON arguments are dumped once, with sorted keys, and the digest is the hash of
-    that very text. Other arguments are pickled for the journal and digested with
+    Plain-JSON arguments are dumped once, in call order (so the journal, its views and
+    ``results`` show them as the code passed them), and the digest is the hash of that
+    very text; a digest that differs only because a dict was built in another order is
+    told apart by comparing the recorded text itself (``matches``). Other arguments are pickled for the journal and digested with
     ``_DigestPickler`` (which hashes notebook-defined code by source, so the digest is
     stable across kernels where the stored pickle is not); each is made on first use, so
     a replayed step never pickles its arguments for storage.
@@ -228,7 +230,7 @@ class CallEncoding:
         self._digest: str | None = None
         if is_plain_json(named):
             with contextlib.suppress(ValueError):  # an int too long for JSON
-                self._text = json.dumps(named, sort_keys=True, separators=(",", ":"))
+                self._text = json.dumps(named, separators=(",", ":"))
 
     @property
     def digest(self) -> str:
@@ -255,11 +257,17 @@ class CallEncoding:
                 self._payload = encode(self.named, what=self.what)
         return self._payload
 
-    def matches(self, recorded: str | None, args: tuple[Any, ...],
-                kwargs: dict[str, Any]) -> bool:
-        """Whether ``recorded`` (a step's args_hash) is the digest of this call."""
+    def matches(self, recorded: str | None, recorded_json: str | None,
+                args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether a step recorded with digest ``recorded`` (and, for plain-JSON
+        arguments, the text ``recorded_json``) is this call."""
         if recorded is None or recorded.startswith(CALL_DIGEST_PREFIX):
-            return recorded == self.digest
+            if recorded == self.digest:
+                return True
+            # The same values with dict keys in another order hash differently.
+            return (recorded is not None and recorded_json is not None
+                    and self._text is not None
+                    and json.loads(recorded_json) == json.loads(self._text))
         return recorded == call_hash(args, kwargs)  # a journal from before CallEncoding
 
 

@@ -71,7 +71,8 @@ def _parse(magic: Any, line: str) -> Any:
 
 
 def _usage_error(magic: Any, message: str) -> UsageError:
-    usage = magic.parser.format_usage().strip().splitlines()[-1].strip()
+    # IPython writes the usage as "::" and then the line, wrapped when it is long.
+    usage = " ".join(magic.parser.format_usage().split()).removeprefix(":: ")
     return UsageError(f"{message}\nusage: %{usage}")
 
 

@@ -165,6 +165,10 @@ class JournalClient:
         With ``noreply`` the server answers nothing; a later answer covers the request.
         """
         with self._lock:
+            if self.closed:  # reconnecting would start a server nobody stops
+                raise errors.JournalUnavailable(
+                    f"this connection to the journal of {self.home} was closed; "
+                    "use durable_nb's default client (or a new JournalClient)")
             sock = self._ensure_connected()
             self._next_id += 1
             rid = self._next_id
