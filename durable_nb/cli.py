@@ -213,6 +213,31 @@ def cmd_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_workers(args: argparse.Namespace) -> int:
+    from durable_nb import workers
+    from durable_nb.journal.home import journal_home
+
+    home = journal_home()
+    if args.action == "start":
+        info = workers.start(home, n_workers=args.n_workers)
+        print(f"Dask workers of {home}: scheduler {info['scheduler']}, "
+              f"{info['workers']} workers (pid {info['pid']})")
+    elif args.action == "status":
+        found = workers.read_info(home)
+        if found is None:
+            print(f"no Dask workers running for {home} (`--executor dask` starts them, "
+                  "or `durable-nb workers start`)")
+        else:
+            print(f"Dask workers of {home}: scheduler {found['scheduler']}, "
+                  f"{found['workers']} workers (pid {found['pid']}), up "
+                  f"{time.time() - found['started']:.0f} s")
+    else:
+        pid = workers.stop(home)
+        print(f"stopped the Dask workers (pid {pid}) of {home}" if pid is not None
+              else f"no Dask workers running for {home}")
+    return 0
+
+
 def _serves_home(pid: int, home: Path) -> bool:
     """The process ``pid`` is a journal server started for ``home`` (its command line)."""
     try:
@@ -315,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("server", help="the journal server of the home")
     p.add_argument("action", choices=["status", "stop"])
     p.set_defaults(fn=cmd_server)
+    p = sub.add_parser("workers", help="the Dask workers of the home (--executor dask)")
+    p.add_argument("action", choices=["start", "status", "stop"])
+    p.add_argument("--workers", dest="n_workers", type=_count, default=None, metavar="N",
+                   help="how many worker processes `start` starts (default: one a core)")
+    p.set_defaults(fn=cmd_workers)
     return parser
 
 

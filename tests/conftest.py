@@ -13,9 +13,15 @@ import pytest
 
 
 def stop_server(home: Path) -> None:
-    """Stop the journal server of ``home`` if one runs (SIGTERM, then SIGKILL)."""
+    """Stop the journal server of ``home`` if one runs (SIGTERM, then SIGKILL), and its
+    Dask workers if a test started them."""
     from durable_nb.server.discovery import pid_alive, wait_until
 
+    if (home / "workers.json").exists():
+        from durable_nb import workers
+
+        workers.close_clients()
+        workers.stop(home)
     try:
         pid = int(json.loads((home / "server.json").read_text())["pid"])
     except (OSError, ValueError, KeyError):

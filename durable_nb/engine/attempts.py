@@ -20,12 +20,12 @@ import cloudpickle
 from durable_nb.engine.executors import Attempt, Outcome, executor
 from durable_nb.errors import ActivityFailed, PayloadError
 from durable_nb.journal.codec import CallEncoding, encode
-from durable_nb.journal.schema import event
+from durable_nb.journal.schema import Event, event
 from durable_nb.journal.text import storable_text
 
 if TYPE_CHECKING:
     from durable_nb.engine.activity import Activity
-    from durable_nb.engine.run import RunContext
+    from durable_nb.engine.run import RunContext, StepInfo
 
 
 def error_text(exc: BaseException) -> str:
@@ -49,6 +49,24 @@ def stored_arguments(activity: Activity[Any, Any], call: CallEncoding, seq: int)
         for i, (param, arg) in enumerate(call.named.items()):
             encode(arg, what=f"argument {i + 1} ({param!r}) of {activity.name}() at step {seq}")
         raise
+
+
+def completed_event(step: StepInfo, value: Any) -> tuple[Event, str]:
+    """The ``step_completed`` of ``step`` with result ``value``, and the result's preview
+    (recorded by the kernel, or by a worker that ran the attempt)."""
+    result = encode(value, what=f"the result of {step.activity}() at step {step.seq}")
+    return event(step.run_id, "step_completed", seq=step.seq, attempt=step.attempt,
+                 name=step.activity, data_json=result.json, data_pickle=result.pickle_b64,
+                 preview=result.preview), result.preview
+
+
+def heartbeat_event(step: StepInfo, details: Any) -> tuple[Event, str]:
+    """The ``step_heartbeat`` recording ``details`` for ``step``, and their preview."""
+    payload = encode(details, what=f"the heartbeat details of {step.activity}() at step "
+                                   f"{step.seq}")
+    return event(step.run_id, "step_heartbeat", seq=step.seq, attempt=step.attempt,
+                 name=step.activity, data_json=payload.json, data_pickle=payload.pickle_b64,
+                 preview=payload.preview), payload.preview
 
 
 class AttemptRunner:
@@ -75,14 +93,16 @@ class AttemptRunner:
             step = StepInfo(ctx.run_id, seq, number, name, heartbeat=beats[0])
             attempt = Attempt(activity.fn, args, kwargs, step, timeout=policy.timeout,
                               heartbeat_timeout=policy.heartbeat_timeout,
-                              record_beat=self._recorder(step, beats))
+                              record_beat=self._recorder(step, beats), home=ctx.client.home)
             describe = getattr(runner, "describe", None)
             meta = {"executor": runner.name, **(describe(attempt) if describe else {})}
+            # A worker that journals the step's completion itself needs its start durable
+            # first (it writes through another connection).
             ctx.client.append([event(
                 ctx.run_id, "step_started", seq=seq, attempt=number, name=name,
                 args_hash=call.digest, code_hash=activity.code_hash, data_json=payload.json,
                 data_pickle=payload.pickle_b64, preview=payload.preview, meta=meta,
-            )], wait=False)
+            )], wait=bool(getattr(runner, "records_itself", False)))
             ctx._emit({"kind": "step_started", "seq": seq, "name": name, "attempt": number,
                        "args": payload.preview, "ts": time.time()})
             on_run_thread = threading.current_thread() is ctx.thread
@@ -105,28 +125,31 @@ class AttemptRunner:
                     raise self.failure(seq, name, number, error_text(exc), exc,
                                        why=why) from exc
                 retries_left -= 1
+                if getattr(runner, "records_itself", False):  # its heartbeats too
+                    from durable_nb.engine.history import recorded_step
+
+                    rec = recorded_step(ctx.client, ctx.run_id, seq)
+                    beats[0] = rec.heartbeat() if rec is not None else beats[0]
                 ctx._wake.wait(policy.delay(policy.retries - retries_left))
                 number += 1
                 continue
             finally:
                 if on_run_thread:
                     ctx.in_activity = False
-            return self._complete(seq, number, name, outcome)
+            return self._complete(step, outcome)
 
-    def _complete(self, seq: int, number: int, name: str, outcome: Outcome) -> Any:
+    def _complete(self, step: StepInfo, outcome: Outcome) -> Any:
         ctx = self.ctx
+        seq, number, name = step.seq, step.attempt, step.activity
         shown = outcome.recorded
         if shown is None:
             try:
-                result = encode(outcome.value, what=f"the result of {name}() at step {seq}")
+                done, shown = completed_event(step, outcome.value)
             except PayloadError as exc:
                 self.record_failure(seq, number, name, exc, final=True)
                 raise
-            ctx.client.append([event(
-                ctx.run_id, "step_completed", seq=seq, attempt=number, name=name,
-                data_json=result.json, data_pickle=result.pickle_b64, preview=result.preview,
-            )], wait=True)  # the durability rule: durable before the workflow sees it
-            shown = result.preview
+            # The durability rule: durable before the workflow sees it.
+            ctx.client.append([done], wait=True)
         ctx.executed += 1
         ctx._emit({"kind": "step_completed", "seq": seq, "name": name, "attempt": number,
                    "result": shown, "ts": time.time()})
@@ -144,15 +167,11 @@ class AttemptRunner:
         ctx = self.ctx
 
         def record(details: Any) -> None:
-            what = f"the heartbeat details of {step.activity}() at step {step.seq}"
-            payload = encode(details, what=what)
-            ctx.client.append([event(
-                ctx.run_id, "step_heartbeat", seq=step.seq, attempt=step.attempt,
-                name=step.activity, data_json=payload.json, data_pickle=payload.pickle_b64,
-                preview=payload.preview)], wait=True)
+            beat, shown = heartbeat_event(step, details)
+            ctx.client.append([beat], wait=True)
             beats[0] = details
             ctx._emit({"kind": "step_heartbeat", "seq": step.seq, "name": step.activity,
-                       "attempt": step.attempt, "details": payload.preview, "ts": time.time()})
+                       "attempt": step.attempt, "details": shown, "ts": time.time()})
 
         return record
 

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from durable_nb.errors import ActivityTimeout
@@ -62,6 +63,7 @@ class Attempt:
     # Set when the executor gave up on the attempt while its code still runs (a thread
     # cannot be killed): its next heartbeat raises this instead of recording anything.
     abandoned: BaseException | None = None
+    home: Path | None = None  # the journal home of the run (where a worker records to)
 
     def beat(self, details: Any) -> None:
         if self.abandoned is not None:

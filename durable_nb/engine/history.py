@@ -69,13 +69,22 @@ STEP_EVENTS_SQL = """
            preview, error, traceback, meta, epoch(ts) AS ts
     FROM events
     WHERE run_id = ? AND kind IN ('step_started', 'step_completed', 'step_failed',
-                                  'activity_code', 'run_input', 'step_heartbeat')
+                                  'activity_code', 'run_input', 'step_heartbeat'){}
     ORDER BY id
 """
 
 
-def load_step_events(client: JournalClient, run_id: str) -> list[dict[str, Any]]:
-    return client.query(STEP_EVENTS_SQL, [run_id]).to_pylist()
+def load_step_events(client: JournalClient, run_id: str,
+                     seq: int | None = None) -> list[dict[str, Any]]:
+    """The events the engine folds into step records: the run's, or one step's."""
+    if seq is None:
+        return client.query(STEP_EVENTS_SQL.format(""), [run_id]).to_pylist()
+    return client.query(STEP_EVENTS_SQL.format(" AND seq = ?"), [run_id, seq]).to_pylist()
+
+
+def recorded_step(client: JournalClient, run_id: str, seq: int) -> StepRecord | None:
+    """Step ``seq`` of the run as the journal has it now (None: nothing recorded)."""
+    return fold_steps(load_step_events(client, run_id, seq)).get(seq)
 
 
 def fold_steps(rows: list[dict[str, Any]]) -> dict[int, StepRecord]:

@@ -215,10 +215,11 @@ class CallEncoding:
     Plain-JSON arguments are dumped once, in call order (so the journal, its views and
     ``results`` show them as the code passed them), and the digest is the hash of that
     very text; a digest that differs only because a dict was built in another order is
-    told apart by comparing the recorded text itself (``matches``). Other arguments are pickled for the journal and digested with
-    ``_DigestPickler`` (which hashes notebook-defined code by source, so the digest is
-    stable across kernels where the stored pickle is not); each is made on first use, so
-    a replayed step never pickles its arguments for storage.
+    told apart by comparing the recorded text itself (``matches``). Other arguments are
+    pickled for the journal and digested with ``_DigestPickler`` (which hashes
+    notebook-defined code by source, so the digest is stable across kernels where the
+    stored pickle is not); each is made on first use, so a replayed step never pickles
+    its arguments for storage.
     """
 
     __slots__ = ("named", "what", "_text", "_payload", "_digest")

@@ -80,12 +80,20 @@ def read_server_info(home: Path) -> dict[str, Any] | None:
 
 
 def write_server_info(home: Path, info: dict[str, Any]) -> None:
-    """Write ``server.json`` atomically, readable by its owner only."""
-    tmp = home / f".{SERVER_FILE}.{os.getpid()}"
+    write_private_json(home / SERVER_FILE, info)
+
+
+def write_private_json(path: Path, info: dict[str, Any]) -> None:
+    write_private(path, json.dumps(info))
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` atomically, readable by its owner only."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(info, f)
-    os.replace(tmp, home / SERVER_FILE)
+        f.write(text)
+    os.replace(tmp, path)
 
 
 @contextmanager
