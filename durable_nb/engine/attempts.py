@@ -13,6 +13,7 @@ import contextlib
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -35,10 +36,10 @@ def error_text(exc: BaseException) -> str:
 
 
 def encode_arguments(activity: Activity[Any, Any], args: tuple[Any, ...],
-                     kwargs: dict[str, Any], seq: int) -> CallEncoding:
+                     kwargs: dict[str, Any], seq: int, home: Path | None = None) -> CallEncoding:
     """A call's arguments by parameter name, encoded once (see ``CallEncoding``)."""
     return CallEncoding(activity.bind(args, kwargs),
-                        what=f"the arguments of {activity.name}() at step {seq}")
+                        what=f"the arguments of {activity.name}() at step {seq}", home=home)
 
 
 def stored_arguments(activity: Activity[Any, Any], call: CallEncoding, seq: int) -> Any:
@@ -47,7 +48,8 @@ def stored_arguments(activity: Activity[Any, Any], call: CallEncoding, seq: int)
         return call.payload
     except PayloadError:
         for i, (param, arg) in enumerate(call.named.items()):
-            encode(arg, what=f"argument {i + 1} ({param!r}) of {activity.name}() at step {seq}")
+            encode(arg, what=f"argument {i + 1} ({param!r}) of {activity.name}() at step {seq}",
+                   home=call.home)
         raise
 
 
@@ -80,8 +82,7 @@ class AttemptRunner:
             meta = {"executor": runner.name, **(describe(attempt) if describe else {})}
             ctx.client.append([event(
                 ctx.run_id, "step_started", seq=seq, attempt=number, name=name,
-                args_hash=call.digest, code_hash=activity.code_hash, data_json=payload.json,
-                data_pickle=payload.pickle_b64, preview=payload.preview, meta=meta,
+                args_hash=call.digest, code_hash=activity.code_hash, **payload.columns(meta),
             )], wait=False)
             ctx._emit({"kind": "step_started", "seq": seq, "name": name, "attempt": number,
                        "args": payload.preview, "ts": time.time()})
@@ -118,13 +119,16 @@ class AttemptRunner:
         shown = outcome.recorded
         if shown is None:
             try:
-                result = encode(outcome.value, what=f"the result of {name}() at step {seq}")
+                # A large result is written to the blob store here, durably, before the
+                # event that references it is appended.
+                result = encode(outcome.value, what=f"the result of {name}() at step {seq}",
+                                home=ctx.client.home)
             except PayloadError as exc:
                 self.record_failure(seq, number, name, exc, final=True)
                 raise
             ctx.client.append([event(
                 ctx.run_id, "step_completed", seq=seq, attempt=number, name=name,
-                data_json=result.json, data_pickle=result.pickle_b64, preview=result.preview,
+                **result.columns(),
             )], wait=True)  # the durability rule: durable before the workflow sees it
             shown = result.preview
         ctx.executed += 1
@@ -145,11 +149,10 @@ class AttemptRunner:
 
         def record(details: Any) -> None:
             what = f"the heartbeat details of {step.activity}() at step {step.seq}"
-            payload = encode(details, what=what)
+            payload = encode(details, what=what, home=ctx.client.home)
             ctx.client.append([event(
                 ctx.run_id, "step_heartbeat", seq=step.seq, attempt=step.attempt,
-                name=step.activity, data_json=payload.json, data_pickle=payload.pickle_b64,
-                preview=payload.preview)], wait=True)
+                name=step.activity, **payload.columns())], wait=True)
             beats[0] = details
             ctx._emit({"kind": "step_heartbeat", "seq": step.seq, "name": step.activity,
                        "attempt": step.attempt, "details": payload.preview, "ts": time.time()})
