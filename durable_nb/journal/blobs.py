@@ -32,6 +32,7 @@ All bytes go through ``write_blob`` and ``read_blob``, the one place for encrypt
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -136,10 +137,12 @@ def write_blob(home: Path, data: bytes | memoryview) -> str:
             raise
         _fsync_dir(path.parent)
     except OSError as exc:
+        remedy = (f"Free space in {home} (`durable-nb gc` lists blobs no run uses)"
+                  if exc.errno in (errno.ENOSPC, errno.EDQUOT) else
+                  f"Make sure {blob_dir(home)} is a writable directory of yours")
         raise JournalUnavailable(
-            f"cannot write the blob {path} ({len(data)} bytes): {exc.strerror or exc}. Free "
-            f"space in {home} (`durable-nb gc` lists blobs no run uses), or raise "
-            f"{THRESHOLD_ENV} to keep values of this size in the journal itself.") from exc
+            f"cannot write the blob {path} ({len(data)} bytes): {exc.strerror or exc}. "
+            f"{remedy}; nothing was recorded of the value.") from exc
     return digest
 
 
@@ -284,11 +287,37 @@ def stored_blobs(home: Path) -> Iterator[StoredBlob]:
                 yield StoredBlob(None, path, st.st_size, st.st_mtime)
 
 
+# The digests the journal's events reference (a forked run's copies included).
 REFERENCED_SQL = """
     SELECT DISTINCT json_extract_string(meta, '$.blob.digest') AS digest
     FROM events
     WHERE json_extract_string(meta, '$.blob.digest') IS NOT NULL
 """
+DEFAULT_GRACE = 3600.0  # seconds
+
+
+def unreferenced(home: Path, referenced: set[str], grace: float) -> list[StoredBlob]:
+    """Blob files no event references and temporary files, older than ``grace`` seconds.
+
+    A blob is written just before the event that references it is appended (and an
+    existing one is touched when reused), so a young file may be about to be referenced:
+    the grace period spares it. List the files before querying ``referenced``: an event
+    appended in between then references a file that is young.
+    """
+    return [b for b in stored_blobs(home)
+            if (b.digest is None or b.digest not in referenced) and b.age >= grace]
+
+
+def remove(blob: StoredBlob, grace: float) -> bool:
+    """Delete an unreferenced blob unless it was touched since it was listed (reused by a
+    new event) or is younger than ``grace``; True if deleted."""
+    try:
+        if time.time() - blob.path.stat().st_mtime < grace:
+            return False
+        blob.path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _make_dirs(directory: Path, home: Path) -> None:

@@ -140,7 +140,7 @@ def json_payload(text: str, value: Any, home: Path | None, limit: int | None = N
 
 
 def _home(home: Path | None) -> Path:
-    return home if home is not None else journal_home()
+    return journal_home(home)  # made if needed, private (0700) like every journal file
 
 
 def decode(json_text: str | None, pickle_b64: str | bytes | None, blob: BlobRef | None = None,
