@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from durable_nb.errors import DurableError, JournalUnavailable, RunBusy, RunFinished
+from durable_nb.journal.blobs import DEFAULT_GRACE
 from durable_nb.journal.schema import RUN_STATUSES
 
 
@@ -121,6 +122,60 @@ def cmd_delete(args: argparse.Namespace) -> int:
     _print_reply(reply, ("run_id", "events_deleted"), args.json,
                  f"deleted run {args.run_id} ({reply['events_deleted']} journal events)")
     return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from durable_nb.journal import blobs
+    from durable_nb.server.client import default_client
+
+    client = default_client()
+    listed = blobs.unreferenced(client.home, set(), args.grace)  # listed before the query
+    referenced = {row["digest"] for row in client.query(blobs.REFERENCED_SQL).to_pylist()}
+    garbage = [b for b in listed if b.digest is None or b.digest not in referenced]
+    deleted = [b for b in garbage if blobs.remove(b, args.grace)] if args.delete else []
+    chosen = deleted if args.delete else garbage
+    freed = sum(b.size for b in chosen)
+    if args.json:
+        print(json.dumps({"deleted": args.delete, "count": len(chosen), "bytes": freed,
+                          "grace_s": args.grace,
+                          "blobs": [{"path": str(b.path), "digest": b.digest, "size": b.size,
+                                     "age_s": round(b.age, 1)} for b in chosen]}))
+        return 0
+    for b in chosen:
+        what = b.digest or f"{b.path.name} (left by an interrupted write)"
+        print(f"{_size(b.size):>10}  {_age(b.age):>8} old  {what}")
+    count = f"{len(chosen)} blob{'s' if len(chosen) != 1 else ''} ({_size(freed)})"
+    grace = f"older than {args.grace:g} s"
+    kept = len(garbage) - len(deleted)
+    if not garbage:
+        print(f"no blob to free in {blobs.blob_dir(client.home)}: every blob {grace} is "
+              "referenced by a run")
+    elif args.delete:
+        print(f"deleted {count} that no run references, {grace}"
+              + (f"; kept {kept} reused meanwhile" if kept else ""))
+    else:
+        print(f"{count} no run references, {grace}, would be freed. Delete them with "
+              f"`durable-nb gc --delete`.")
+    return 0
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} d"
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -271,6 +326,18 @@ def _step_number(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    """A duration in seconds >= 0 (``--grace``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds >= 0 (e.g. 3600), got {text!r}")
+    return value
+
+
 def _json_value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -318,6 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the steps before step N")
     command("delete", cmd_delete, "delete a run and its journal (not while it runs)")
     command("resume", cmd_resume, "how to resume a run: the magic to run in its notebook")
+    p = command("gc", cmd_gc, "list (or --delete) the payload blobs no run references",
+                run_id=False)
+    p.description = (
+        "Large arguments and results are stored as blobs in <home>/blobs; deleting or "
+        "deleting runs leaves some that no journal event references any more. Without "
+        "--delete, list them and the bytes they hold; with --delete, remove them. Blobs "
+        "younger than the grace period are kept: one may be written just before the event "
+        "that references it is appended.")
+    p.add_argument("--delete", action="store_true", help="remove them (default: only list)")
+    p.add_argument("--grace", type=_seconds, default=DEFAULT_GRACE, metavar="SECONDS",
+                   help=f"keep blobs younger than this (default {DEFAULT_GRACE:g})")
     p = command("run", cmd_run, "execute a notebook in a fresh kernel; run it again to resume",
                 run_id=False)
     p.description = (

@@ -15,6 +15,20 @@ class JournalCorrupted(JournalUnavailable):
     """A journal file cannot be read; the message names the file and how to recover."""
 
 
+class BlobCorrupted(JournalCorrupted):
+    """A payload stored as a blob is missing or does not match its digest; the message names
+    the value, the file and the way out. Nothing else the journal holds is affected."""
+
+    def __init__(self, message: str, *, path: object = None, digest: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.digest = digest
+
+
+class ConfigurationError(DurableError, ValueError):
+    """An environment setting of durable_nb (``DURABLE_NB_*``) is ill-formed."""
+
+
 class RunNotFound(DurableError, KeyError):
     """No run with the given id exists in the journal."""
 

@@ -13,6 +13,7 @@ import contextlib
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -35,10 +36,10 @@ def error_text(exc: BaseException) -> str:
 
 
 def encode_arguments(activity: Activity[Any, Any], args: tuple[Any, ...],
-                     kwargs: dict[str, Any], seq: int) -> CallEncoding:
+                     kwargs: dict[str, Any], seq: int, home: Path | None = None) -> CallEncoding:
     """A call's arguments by parameter name, encoded once (see ``CallEncoding``)."""
     return CallEncoding(activity.bind(args, kwargs),
-                        what=f"the arguments of {activity.name}() at step {seq}")
+                        what=f"the arguments of {activity.name}() at step {seq}", home=home)
 
 
 def stored_arguments(activity: Activity[Any, Any], call: CallEncoding, seq: int) -> Any:
@@ -47,26 +48,28 @@ def stored_arguments(activity: Activity[Any, Any], call: CallEncoding, seq: int)
         return call.payload
     except PayloadError:
         for i, (param, arg) in enumerate(call.named.items()):
-            encode(arg, what=f"argument {i + 1} ({param!r}) of {activity.name}() at step {seq}")
+            encode(arg, what=f"argument {i + 1} ({param!r}) of {activity.name}() at step {seq}",
+                   home=call.home)
         raise
 
 
-def completed_event(step: StepInfo, value: Any) -> tuple[Event, str]:
+def completed_event(step: StepInfo, value: Any, home: Path) -> tuple[Event, str]:
     """The ``step_completed`` of ``step`` with result ``value``, and the result's preview
-    (recorded by the kernel, or by a worker that ran the attempt)."""
-    result = encode(value, what=f"the result of {step.activity}() at step {step.seq}")
+    (recorded by the kernel, or by a worker that ran the attempt). A large result is
+    written to the blob store of ``home`` here, durably, before the event referencing it
+    exists."""
+    result = encode(value, what=f"the result of {step.activity}() at step {step.seq}",
+                    home=home)
     return event(step.run_id, "step_completed", seq=step.seq, attempt=step.attempt,
-                 name=step.activity, data_json=result.json, data_pickle=result.pickle_b64,
-                 preview=result.preview), result.preview
+                 name=step.activity, **result.columns()), result.preview
 
 
-def heartbeat_event(step: StepInfo, details: Any) -> tuple[Event, str]:
+def heartbeat_event(step: StepInfo, details: Any, home: Path) -> tuple[Event, str]:
     """The ``step_heartbeat`` recording ``details`` for ``step``, and their preview."""
     payload = encode(details, what=f"the heartbeat details of {step.activity}() at step "
-                                   f"{step.seq}")
+                                   f"{step.seq}", home=home)
     return event(step.run_id, "step_heartbeat", seq=step.seq, attempt=step.attempt,
-                 name=step.activity, data_json=payload.json, data_pickle=payload.pickle_b64,
-                 preview=payload.preview), payload.preview
+                 name=step.activity, **payload.columns()), payload.preview
 
 
 class AttemptRunner:
@@ -100,8 +103,7 @@ class AttemptRunner:
             # first (it writes through another connection).
             ctx.client.append([event(
                 ctx.run_id, "step_started", seq=seq, attempt=number, name=name,
-                args_hash=call.digest, code_hash=activity.code_hash, data_json=payload.json,
-                data_pickle=payload.pickle_b64, preview=payload.preview, meta=meta,
+                args_hash=call.digest, code_hash=activity.code_hash, **payload.columns(meta),
             )], wait=bool(getattr(runner, "records_itself", False)))
             ctx._emit({"kind": "step_started", "seq": seq, "name": name, "attempt": number,
                        "args": payload.preview, "ts": time.time()})
@@ -144,7 +146,7 @@ class AttemptRunner:
         shown = outcome.recorded
         if shown is None:
             try:
-                done, shown = completed_event(step, outcome.value)
+                done, shown = completed_event(step, outcome.value, ctx.client.home)
             except PayloadError as exc:
                 self.record_failure(seq, number, name, exc, final=True)
                 raise
@@ -167,7 +169,7 @@ class AttemptRunner:
         ctx = self.ctx
 
         def record(details: Any) -> None:
-            beat, shown = heartbeat_event(step, details)
+            beat, shown = heartbeat_event(step, details, ctx.client.home)
             ctx.client.append([beat], wait=True)
             beats[0] = details
             ctx._emit({"kind": "step_heartbeat", "seq": step.seq, "name": step.activity,

@@ -96,12 +96,12 @@ def _run_task(home: str, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     journal = _journal(home)
 
     def record(details: Any) -> None:
-        journal.append([heartbeat_event(step, details)[0]], wait=True)
+        journal.append([heartbeat_event(step, details, Path(home))[0]], wait=True)
 
     attempt = Attempt(fn, args, kwargs, step, timeout=timeout,
                       heartbeat_timeout=heartbeat_timeout, record_beat=record, home=Path(home))
     outcome = ThreadExecutor().run(attempt)  # enforces the timeouts here, on the worker
-    done, preview = completed_event(step, outcome.value)
+    done, preview = completed_event(step, outcome.value, Path(home))
     journal.append([done], wait=True)
     return outcome.value, preview
 

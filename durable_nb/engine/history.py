@@ -5,15 +5,21 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from durable_nb.journal.blobs import BlobRef
 from durable_nb.journal.codec import decode
 from durable_nb.server.client import JournalClient
 
 
 @dataclass
 class StepRecord:
-    """The journal's account of one step (all attempts)."""
+    """The journal's account of one step (all attempts).
+
+    Payloads stored as blobs are held as references (``*_blob``) and read only when the
+    value is asked for (``result()``, ``heartbeat()``): folding and listing steps never do.
+    """
 
     seq: int
     name: str
@@ -28,6 +34,7 @@ class StepRecord:
     status: str = "started"  # started (abandoned if no one runs it) | completed | failed
     result_json: str | None = None
     result_pickle: bytes | None = None
+    result_blob: BlobRef | None = None
     error: str | None = None
     traceback: str | None = None
     exception_pickle: bytes | None = None
@@ -35,14 +42,16 @@ class StepRecord:
     started_meta: dict[str, Any] | None = None  # the latest attempt's (executor, task)
     heartbeat_json: str | None = None  # the latest heartbeat's details
     heartbeat_pickle: bytes | None = None
+    heartbeat_blob: BlobRef | None = None
 
     @property
     def executor(self) -> str:
         return str((self.started_meta or {}).get("executor") or "thread")
 
-    def heartbeat(self) -> Any:
+    def heartbeat(self, home: Path | None = None) -> Any:
         """The details of the step's latest recorded heartbeat (None if it sent none)."""
-        return decode(self.heartbeat_json, self.heartbeat_pickle)
+        return decode(self.heartbeat_json, self.heartbeat_pickle, self.heartbeat_blob,
+                      home=home, what=f"the latest heartbeat of step {self.seq} ({self.name}())")
 
     @property
     def attempt_s(self) -> float | None:
@@ -51,8 +60,12 @@ class StepRecord:
             return None
         return max(0.0, self.ended_ts - self.attempt_started_ts)
 
-    def result(self) -> Any:
-        return decode(self.result_json, self.result_pickle)
+    def result(self, home: Path | None = None, *, what: str | None = None,
+               remedy: str | None = None) -> Any:
+        """The recorded result (a blob is read now, from ``home``'s blob store)."""
+        return decode(self.result_json, self.result_pickle, self.result_blob, home=home,
+                      what=what or f"the result of step {self.seq} ({self.name}())",
+                      remedy=remedy)
 
     def recorded_exception(self) -> BaseException | None:
         if self.exception_pickle is None:
@@ -108,9 +121,11 @@ def fold_steps(rows: list[dict[str, Any]]) -> dict[int, StepRecord]:
                 rec.started_meta = json.loads(row["meta"]) if row["meta"] else None
         elif kind == "step_heartbeat":
             rec.heartbeat_json, rec.heartbeat_pickle = row["data_json"], row["data_pickle"]
+            rec.heartbeat_blob = BlobRef.from_meta(row["meta"])
         elif kind == "step_completed":
             rec.status = "completed"
             rec.result_json, rec.result_pickle = row["data_json"], row["data_pickle"]
+            rec.result_blob = BlobRef.from_meta(row["meta"])
             rec.result_preview, rec.ended_ts = row["preview"], row["ts"]
         elif kind == "step_failed" and rec.status != "completed":
             meta = json.loads(row["meta"]) if row["meta"] else {}

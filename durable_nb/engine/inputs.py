@@ -29,9 +29,11 @@ import textwrap
 import types
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from durable_nb.errors import InputChanged, MissingInput, PayloadError
+from durable_nb.journal.blobs import BlobRef
 from durable_nb.journal.codec import Payload, call_hash, code_hash, decode, encode, preview
 from durable_nb.journal.schema import Event, event
 
@@ -85,11 +87,11 @@ class Input:
         return MissingInput(self.name, run_id, self.type_name, self.why)
 
     def as_event(self, run_id: str) -> Event:
-        p = self.payload
+        meta = {"input": self.kind, "type": self.type_name, "why": self.why}
+        columns = (self.payload.columns(meta) if self.payload else
+                   {"data_json": None, "data_pickle": None, "meta": meta})
         return event(run_id, "run_input", name=self.name, args_hash=self.digest,
-                     data_json=p.json if p else None, data_pickle=p.pickle_b64 if p else None,
-                     preview=self.preview,
-                     meta={"input": self.kind, "type": self.type_name, "why": self.why})
+                     **{**columns, "preview": self.preview})
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Input:
@@ -97,8 +99,10 @@ class Input:
         pickled = row.get("data_pickle")
         if isinstance(pickled, bytes):
             pickled = base64.b64encode(pickled).decode("ascii")
-        payload = (Payload(row.get("data_json"), pickled, row.get("preview") or "")
-                   if row.get("data_json") is not None or pickled is not None else None)
+        blob = BlobRef.from_meta(meta)
+        payload = (Payload(row.get("data_json"), pickled, row.get("preview") or "", blob)
+                   if row.get("data_json") is not None or pickled is not None or blob
+                   else None)
         return cls(name=row["name"], kind=meta.get("input", VALUE), digest=row.get("args_hash"),
                    payload=payload, type_name=meta.get("type") or "object",
                    why=meta.get("why"))
@@ -109,8 +113,9 @@ def _type_name(value: Any) -> str:
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
-def capture(name: str, value: Any) -> Input:
-    """How ``value``, read by the cell as ``name``, is recorded."""
+def capture(name: str, value: Any, home: Path | None = None) -> Input:
+    """How ``value``, read by the cell as ``name``, is recorded (a large value as a blob
+    in ``home``)."""
     from durable_nb.engine.activity import Activity
 
     type_name = _type_name(value)
@@ -120,7 +125,7 @@ def capture(name: str, value: Any) -> Input:
     if isinstance(value, Activity):
         return Input(name, ACTIVITY, None, None, type_name)
     try:
-        payload = encode(value, what=f"input {name!r} of the workflow cell")
+        payload = encode(value, what=f"input {name!r} of the workflow cell", home=home)
     except (PayloadError, RecursionError) as exc:
         cause = exc.__cause__ or exc  # the pickler's own words: "cannot pickle ..."
         why = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
@@ -131,12 +136,16 @@ def capture(name: str, value: Any) -> Input:
     return Input(name, VALUE, call_hash((value,), {}), payload, type_name)
 
 
-def restore(rec: Input, run_id: str) -> Any:
+def restore(rec: Input, run_id: str, home: Path | None = None) -> Any:
     """The value a recorded input stands for (imports a module again)."""
     if rec.kind == MODULE and rec.payload is not None:
         return importlib.import_module(str(decode(rec.payload.json, None)))
     if rec.kind == VALUE and rec.payload is not None:
-        return decode(rec.payload.json, rec.payload.pickle_b64)
+        p = rec.payload
+        return decode(p.json, p.pickle_b64, p.blob, home=home,
+                      what=f"input {rec.name!r} of run {run_id}",
+                      remedy=f"Define `{rec.name}` in the notebook (run the cells that make "
+                             "it), then re-run the workflow cell.")
     raise rec.missing(run_id)
 
 
@@ -193,10 +202,10 @@ def bind_inputs(ctx: RunContext, names: list[str], ns: MutableMapping[str, Any],
         rec = recorded.get(name)
         if name not in ns:
             if rec is not None and rec.kind != ACTIVITY:
-                ns[name] = restore(rec, ctx.run_id)
+                ns[name] = restore(rec, ctx.run_id, ctx.client.home)
                 restored.append(name)
             continue
-        now = capture(name, ns[name])
+        now = capture(name, ns[name], ctx.client.home)
         if rec is None:
             fresh.append(now)
         elif rec.digest is not None and now.digest is not None and rec.digest != now.digest:

@@ -169,7 +169,7 @@ class RunContext:
         if seq is None:
             seq = self.reserve()
         self.check_stop()
-        call = encode_arguments(activity, args, kwargs, seq)
+        call = encode_arguments(activity, args, kwargs, seq, self.client.home)
         with self._lock:
             rec = self.steps.get(seq)
             same = rec is not None and rec.name == activity.name and call.matches(
@@ -188,7 +188,11 @@ class RunContext:
             if rec.status == "completed":
                 self.replayed += 1
                 self.saved_s += rec.attempt_s or 0.0
-                value = rec.result()
+                value = rec.result(self.client.home, what=(
+                    f"the result of step {seq} ({rec.name}()) of run {self.run_id}"), remedy=(
+                    f"To compute it again, keep {steps_before(seq)} and run the rest with the "
+                    f"current code: `%%workflow {self.workflow} --fork-at {seq}` (or "
+                    f"`durable-nb fork {self.run_id} --at {seq}`, then resume the fork)."))
                 self._emit({"kind": "step_replayed", "seq": seq, "name": rec.name,
                             "attempt": rec.attempts, "args": rec.args_preview,
                             "result": rec.result_preview, "started": rec.started_ts,
@@ -202,7 +206,7 @@ class RunContext:
                                             rec.recorded_exception())
         return self.attempts.run(seq, activity, args, kwargs, call,
                                  first_attempt=rec.attempts + 1 if rec else 1,
-                                 heartbeat=rec.heartbeat() if rec else None)
+                                 heartbeat=rec.heartbeat(self.client.home) if rec else None)
 
     def submit(self, activity: Activity[Any, Any], args: tuple[Any, ...],
                kwargs: dict[str, Any], seq: int | None = None,

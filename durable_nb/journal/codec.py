@@ -1,4 +1,5 @@
-"""Payload codec: JSON when a value round-trips exactly, else cloudpickle, plus a short preview.
+"""Payload codec: JSON when a value round-trips exactly, else cloudpickle, plus a short preview;
+values larger than the blob threshold go to the blob store (journal/blobs.py) by reference.
 
 JSON payloads stay queryable in SQL (``result->>'loss'``). A value is stored as JSON only
 when decoding gives back the same types (no tuples, no non-str keys, no float subclasses
@@ -20,11 +21,15 @@ import reprlib
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
 
 from durable_nb.errors import PayloadError
+from durable_nb.journal import blobs
+from durable_nb.journal.blobs import BlobRef
+from durable_nb.journal.home import journal_home
 from durable_nb.journal.text import is_storable_text, storable_text
 
 PREVIEW_CHARS = 200
@@ -38,11 +43,21 @@ _repr.maxlevel = 3
 
 @dataclass(frozen=True, slots=True)
 class Payload:
-    """An encoded value: exactly one of ``json`` / ``pickle_b64`` is set."""
+    """An encoded value: at most one of ``json`` / ``pickle_b64`` / ``blob`` is set (none:
+    a value only described by its preview)."""
 
     json: str | None
     pickle_b64: str | None
     preview: str
+    blob: BlobRef | None = None
+
+    def columns(self, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The event columns that record this payload, ``meta`` included (a blob's
+        reference is added to it)."""
+        if self.blob is not None:
+            meta = {**(meta or {}), **self.blob.as_meta()}
+        return {"data_json": self.json, "data_pickle": self.pickle_b64,
+                "preview": self.preview, "meta": meta}
 
 
 def is_plain_json(value: Any, _depth: int = 0) -> bool:
@@ -75,8 +90,15 @@ def preview(value: Any) -> str:
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
-def encode(value: Any, *, what: str) -> Payload:
-    """Encode ``value``; ``what`` names it in errors ("argument 'cfg' of train at step 3")."""
+def encode(value: Any, *, what: str, home: Path | None = None,
+           threshold: int | None = None) -> Payload:
+    """Encode ``value``; ``what`` names it in errors ("argument 'cfg' of train at step 3").
+
+    A value larger than ``threshold`` bytes (default: ``blobs.threshold()``) is written to
+    the blob store of ``home`` (default: the current journal home) now, durably, and the
+    payload holds its reference.
+    """
+    limit = blobs.threshold() if threshold is None else threshold
     if is_plain_json(value):
         try:
             text = json.dumps(value, separators=(",", ":"))
@@ -88,7 +110,11 @@ def encode(value: Any, *, what: str) -> Payload:
                 "(for a huge int: str(value)), or raise the limit with "
                 "sys.set_int_max_str_digits()."
             ) from exc
-        return Payload(text, None, text if len(text) <= PREVIEW_CHARS else preview(value))
+        return json_payload(text, value, home, limit)
+    typed = blobs.typed_bytes(value, limit)
+    if typed is not None:
+        fmt, data = typed
+        return Payload(None, None, preview(value), blobs.store(_home(home), data, fmt, value))
     try:
         raw = cloudpickle.dumps(value)
     except Exception as exc:
@@ -99,10 +125,32 @@ def encode(value: Any, *, what: str) -> Payload:
             "Pass something serialisable (e.g. a path or a config dict) and build the object "
             "inside the activity."
         ) from exc
+    if len(raw) > limit:
+        return Payload(None, None, preview(value), blobs.store(_home(home), raw, "pickle", value))
     return Payload(None, base64.b64encode(raw).decode("ascii"), preview(value))
 
 
-def decode(json_text: str | None, pickle_b64: str | bytes | None) -> Any:
+def json_payload(text: str, value: Any, home: Path | None, limit: int | None = None) -> Payload:
+    """The payload of a value already dumped as JSON ``text``: inline, or a blob when the
+    text is larger than ``limit`` (``json.dumps`` writes ASCII: characters are bytes)."""
+    shown = text if len(text) <= PREVIEW_CHARS else preview(value)
+    if len(text) > (blobs.threshold() if limit is None else limit):
+        return Payload(None, None, shown, blobs.store(_home(home), text.encode(), "json", value))
+    return Payload(text, None, shown)
+
+
+def _home(home: Path | None) -> Path:
+    return journal_home(home)  # made if needed, private (0700) like every journal file
+
+
+def decode(json_text: str | None, pickle_b64: str | bytes | None, blob: BlobRef | None = None,
+           *, home: Path | None = None, what: str = "a recorded value",
+           remedy: str | None = None) -> Any:
+    """The value a payload stands for. A blob is read now (from ``home``, default the
+    current journal home); if it is missing or altered, ``BlobCorrupted`` names ``what``
+    it held and the way out (``remedy``)."""
+    if blob is not None:
+        return blobs.load(_home(home), blob, what, remedy)
     if json_text is not None:
         return json.loads(json_text)
     if pickle_b64 is not None:
@@ -218,14 +266,15 @@ class CallEncoding:
     told apart by comparing the recorded text itself (``matches``). Other arguments are
     pickled for the journal and digested with ``_DigestPickler`` (which hashes
     notebook-defined code by source, so the digest is stable across kernels where the
-    stored pickle is not); each is made on first use, so a replayed step never pickles
-    its arguments for storage.
+    stored pickle is not); each is made on first use, so a replayed step never pickles its
+    arguments for storage. Arguments larger than the blob threshold, JSON ones included,
+    are stored as a blob in ``home`` (see ``encode``).
     """
 
-    __slots__ = ("named", "what", "_text", "_payload", "_digest")
+    __slots__ = ("named", "what", "home", "_text", "_payload", "_digest")
 
-    def __init__(self, named: dict[str, Any], what: str) -> None:
-        self.named, self.what = named, what
+    def __init__(self, named: dict[str, Any], what: str, home: Path | None = None) -> None:
+        self.named, self.what, self.home = named, what, home
         self._text: str | None = None
         self._payload: Payload | None = None
         self._digest: str | None = None
@@ -250,12 +299,10 @@ class CallEncoding:
     @property
     def payload(self) -> Payload:
         if self._payload is None:
-            if self._text is not None:
-                text = self._text
-                self._payload = Payload(text, None, text if len(text) <= PREVIEW_CHARS
-                                        else preview(self.named))
+            if self._text is not None:  # dumped already (the digest hashes this text)
+                self._payload = json_payload(self._text, self.named, self.home)
             else:
-                self._payload = encode(self.named, what=self.what)
+                self._payload = encode(self.named, what=self.what, home=self.home)
         return self._payload
 
     def matches(self, recorded: str | None, recorded_json: str | None,

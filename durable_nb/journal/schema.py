@@ -157,7 +157,7 @@ class Event(TypedDict, total=False):
     preview: str | None
     error: str | None
     traceback: str | None
-    meta: str | None  # JSON text
+    meta: str | None  # JSON text; a payload stored as a blob: its reference (journal/blobs.py)
 
 # Range of each integer column (its DuckDB type), and of ``ts`` (``to_timestamp`` refuses
 # epoch seconds past ~9e12; 1e11 is the year 5138).

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -155,7 +156,9 @@ class JournalStore:
         """New values for the unreadable JSON columns of one event."""
         changes: dict[str, Any] = {}
         if data_json is not None and not self._exec("SELECT json_valid(?)", [data_json])[0][0]:
-            payload = encode(json.loads(data_json), what=f"the payload of event {eid}")
+            # Rewritten in place, where no blob reference can be added: kept inline.
+            payload = encode(json.loads(data_json), what=f"the payload of event {eid}",
+                             threshold=sys.maxsize)
             changes.update(data_json=payload.json, preview=payload.preview,
                            data_pickle=base64.b64decode(payload.pickle_b64)
                            if payload.pickle_b64 else None)
