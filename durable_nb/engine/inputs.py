@@ -34,7 +34,15 @@ from typing import TYPE_CHECKING, Any
 
 from durable_nb.errors import InputChanged, MissingInput, PayloadError
 from durable_nb.journal.blobs import BlobRef
-from durable_nb.journal.codec import Payload, call_hash, code_hash, decode, encode, preview
+from durable_nb.journal.codec import (
+    KEYED_DIGEST_PREFIX,
+    Payload,
+    code_hash,
+    decode,
+    encode,
+    preview,
+    value_digest,
+)
 from durable_nb.journal.schema import Event, event
 
 if TYPE_CHECKING:
@@ -113,6 +121,13 @@ def _type_name(value: Any) -> str:
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
+def comparable(recorded: str | None, now: str | None) -> bool:
+    """Whether two input digests can be compared: both made, and both keyed or neither
+    (an input recorded before the journal was encrypted is not compared)."""
+    return (recorded is not None and now is not None
+            and recorded.startswith(KEYED_DIGEST_PREFIX) == now.startswith(KEYED_DIGEST_PREFIX))
+
+
 def capture(name: str, value: Any, home: Path | None = None) -> Input:
     """How ``value``, read by the cell as ``name``, is recorded (a large value as a blob
     in ``home``)."""
@@ -133,7 +148,7 @@ def capture(name: str, value: Any, home: Path | None = None) -> Input:
                      Payload(None, None, preview(value)), type_name, why=why)
     # call_hash digests a notebook-defined function or class by its source, so a value
     # hashes alike in every kernel.
-    return Input(name, VALUE, call_hash((value,), {}), payload, type_name)
+    return Input(name, VALUE, value_digest(value, home), payload, type_name)
 
 
 def restore(rec: Input, run_id: str, home: Path | None = None) -> Any:
@@ -208,7 +223,7 @@ def bind_inputs(ctx: RunContext, names: list[str], ns: MutableMapping[str, Any],
         now = capture(name, ns[name], ctx.client.home)
         if rec is None:
             fresh.append(now)
-        elif rec.digest is not None and now.digest is not None and rec.digest != now.digest:
+        elif comparable(rec.digest, now.digest) and rec.digest != now.digest:
             if name in loose:
                 fresh.append(now)  # recorded anew: what the next resume restores
             else:

@@ -304,6 +304,13 @@ def call_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     return h.hexdigest()[:32]
 
 
+def value_digest(value: Any, home: Path | None) -> str:
+    """A workflow input's digest: ``call_hash`` of it, keyed in an encrypted journal."""
+    plain = call_hash((value,), {})
+    sealer = _sealer(home)
+    return plain if sealer is None else KEYED_DIGEST_PREFIX + sealer.digest(plain.encode())[:32]
+
+
 # Digests made from a call's stored encoding start with this; older journals hold
 # ``call_hash`` digests (32 hex digits), which replay still compares the old way.
 CALL_DIGEST_PREFIX = "v2:"

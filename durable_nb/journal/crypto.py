@@ -70,7 +70,7 @@ def user_key() -> tuple[bytes, str] | None:
     if not text and path:
         source = f"{KEY_FILE_ENV} ({path})"
         try:
-            text = Path(path).expanduser().read_text().strip()
+            text = _key_file_text(Path(path).expanduser())
         except OSError as exc:
             raise EncryptionKeyError(
                 f"cannot read the key file {path} named by {KEY_FILE_ENV}: "
@@ -79,6 +79,17 @@ def user_key() -> tuple[bytes, str] | None:
     if not text:
         return None
     return parse_key(text, source), source
+
+
+_key_files: dict[tuple[str, int], str] = {}
+
+
+def _key_file_text(path: Path) -> str:
+    """The key file's text, read again only when the file changes."""
+    stamp = (str(path), path.stat().st_mtime_ns)
+    if stamp not in _key_files:
+        _key_files[stamp] = path.read_text().strip()
+    return _key_files[stamp]
 
 
 def parse_key(text: str, source: str) -> bytes:
@@ -219,6 +230,8 @@ def write_config(home: Path, config: dict[str, Any]) -> None:
 
 
 _cache: dict[tuple[str, bytes | None], Sealer | None] = {}
+_unencrypted: dict[str, float] = {}  # home -> until when it is taken as not encrypted
+RECHECK_S = 1.0
 _lock = threading.Lock()
 
 
@@ -229,6 +242,8 @@ def sealer(home: Path) -> Sealer | None:
 
     found = user_key()
     cache_key = (str(home), found[0] if found else None)
+    if found is None and _unencrypted.get(str(home), 0.0) > time.monotonic():
+        return None  # (the common case, once per step and more: no file read)
     with _lock:
         if cache_key in _cache:
             return _cache[cache_key]
@@ -240,7 +255,9 @@ def sealer(home: Path) -> Sealer | None:
                     f"no key is set: set {KEY_ENV} (or {KEY_FILE_ENV}) to its key.")
             if remote.configured():  # asked through the server: once per process
                 _cache[cache_key] = None
-            return None  # else looked at again: the journal may become encrypted
+            else:  # looked at again a second later: the journal may become encrypted
+                _unencrypted[str(home)] = time.monotonic() + RECHECK_S
+            return None
         key, source = found
         if config is None:
             if remote.configured():
@@ -270,11 +287,11 @@ def rotate(home: Path, new: bytes) -> dict[str, Any]:
     current = _unwrap(config, found[0], found[1], home)
     rotated = wrap_config(current.data_key, current.data_key_id, new)
     write_config(home, rotated)
-    with _lock:
-        _cache.clear()
+    reset()
     return rotated
 
 
 def reset() -> None:
     with _lock:
         _cache.clear()
+        _unencrypted.clear()

@@ -214,3 +214,25 @@ def test_rotate_rewraps_the_data_key(journal_home: Path, key: str,
     crypto.reset()
     again = open_run("rotating", run_id=ctx.run_id)
     assert again.execute(lambda: greet(MARKER)) == f"hello {MARKER}" and again.executed == 0
+
+
+def test_the_key_may_come_from_a_file(journal_home: Path, tmp_path: Path, key: str,
+                                      monkeypatch: pytest.MonkeyPatch):
+    @durable_nb.activity
+    def twice(x: int) -> int:
+        return 2 * x
+
+    ctx = open_run("filed")
+    assert ctx.execute(lambda: twice(21)) == 42
+    key_file = tmp_path / "journal.key"
+    key_file.write_text(key + "\n")
+    monkeypatch.delenv(crypto.KEY_ENV)
+    monkeypatch.setenv(crypto.KEY_FILE_ENV, str(key_file))
+    crypto.reset()
+    again = open_run("filed", run_id=ctx.run_id)
+    assert again.execute(lambda: twice(21)) == 42 and again.executed == 0
+
+    monkeypatch.setenv(crypto.KEY_FILE_ENV, str(tmp_path / "gone.key"))
+    crypto.reset()
+    with pytest.raises(EncryptionKeyError, match="cannot read the key file .*gone.key"):
+        open_run("filed", run_id=ctx.run_id).execute(lambda: twice(21))

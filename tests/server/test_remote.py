@@ -246,3 +246,46 @@ def test_a_dask_worker_on_another_machine_journals_its_steps(
     replayed = open_run("remote-dask", run_id=ctx.run_id)
     again = replayed.execute(lambda: [featurize(i) for i in range(3)])
     assert replayed.executed == 0 and again == results
+
+
+def test_a_remote_process_seals_what_it_records_in_an_encrypted_journal(
+        listening: Path, journal_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    pytest.importorskip("cryptography")
+    from durable_nb.journal import crypto
+    from durable_nb.journal.codec import decode, encode
+
+    key = crypto.new_key()
+    code = """
+        import os
+        from pathlib import Path
+        from durable_nb.journal.codec import encode
+        from durable_nb.journal.schema import event
+        from durable_nb.server.client import default_client
+        client = default_client()
+        run = client.create_run(event("", "run_started", name="sealed-remote"))
+        small = encode({"word": "remote-" + "secret"}, what="a result", home=Path("/x"))
+        big = encode(b"remote-" + b"secret" * 100_000, what="a result", home=Path("/x"))
+        client.append([event(run, "step_completed", seq=i, attempt=1, name="f",
+                             **p.columns()) for i, p in enumerate((small, big))])
+        print(run)
+        """
+    # A key on the worker while the journal is not encrypted: refused, nothing recorded.
+    done = run_remote(code, listening, tmp_path, DURABLE_NB_KEY=key,
+                      DURABLE_NB_BLOB_THRESHOLD="1000")
+    assert done.returncode != 0 and "the journal it reaches is not encrypted" in done.stderr
+
+    monkeypatch.setenv(crypto.KEY_ENV, key)  # the journal's machine turns encryption on
+    crypto.reset()
+    encode(1, what="a first value", home=journal_home)
+    done = run_remote(code, listening, tmp_path, DURABLE_NB_KEY=key,
+                      DURABLE_NB_BLOB_THRESHOLD="1000")
+    assert done.returncode == 0, done.stderr
+    rows = load_step_events(JournalClient(journal_home), done.stdout.strip())
+    assert [r["preview"] for r in rows] == [crypto.REDACTED] * 2
+    small = decode(rows[0]["data_json"], rows[0]["data_pickle"], home=journal_home)
+    assert small == {"word": "remote-secret"}
+    ref = blobs.BlobRef.from_meta(rows[1]["meta"])
+    assert ref is not None
+    assert b"remote-secret" not in blobs.blob_path(journal_home, ref.digest).read_bytes()
+    assert blobs.load(journal_home, ref, "the blob").startswith(b"remote-secret")
+    crypto.reset()
