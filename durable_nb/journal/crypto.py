@@ -34,7 +34,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import os
 import threading
 import time
@@ -181,14 +180,11 @@ def read_config(home: Path) -> dict[str, Any] | None:
 
         found = default_client().call("encryption").get("config")
         return found if isinstance(found, dict) else None
-    try:
-        found = json.loads((home / CONFIG_FILE).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise EncryptionKeyError(
-            f"{home / CONFIG_FILE} cannot be read ({exc}); restore it from a backup: without "
-            "it nothing this journal sealed can be opened.") from exc
+    from durable_nb.server.discovery import read_json_file
+
+    found = read_json_file(home / CONFIG_FILE, lambda exc: EncryptionKeyError(
+        f"{home / CONFIG_FILE} cannot be read ({exc}); restore it from a backup: without "
+        "it nothing this journal sealed can be opened."))
     return found if isinstance(found, dict) else None
 
 

@@ -79,6 +79,17 @@ def read_server_info(home: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) and "endpoint" in info and "pid" in info else None
 
 
+def read_json_file(path: Path, unreadable: Callable[[Exception], Exception]) -> Any:
+    """The JSON in ``path`` (None if there is no such file); ``unreadable(exc)`` is raised
+    when it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise unreadable(exc) from exc
+
+
 def write_server_info(home: Path, info: dict[str, Any]) -> None:
     write_private_json(home / SERVER_FILE, info)
 

@@ -31,7 +31,7 @@ from typing import Any
 import zmq
 
 from durable_nb.errors import ConfigurationError, JournalUnavailable
-from durable_nb.server.discovery import write_private_json
+from durable_nb.server.discovery import read_json_file, write_private_json
 
 REMOTE_FILE = "remote.json"  # in the home: {"listen": "tcp://0.0.0.0:7450"}
 JOURNAL_ENV = "DURABLE_NB_JOURNAL"  # on a remote machine: the credentials file's path
@@ -65,14 +65,9 @@ def check_address(address: str, *, listening: bool) -> str:
 # -- the server's side -------------------------------------------------------------------------
 def listen_address(home: Path) -> str | None:
     """The TCP address the home's server is asked to listen on, if any."""
-    try:
-        info = json.loads((home / REMOTE_FILE).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise ConfigurationError(
-            f"{home / REMOTE_FILE} cannot be read ({exc}). Run `durable-nb remote listen "
-            "tcp://HOST:PORT` again, or `durable-nb remote off`.") from exc
+    info = read_json_file(home / REMOTE_FILE, lambda exc: ConfigurationError(
+        f"{home / REMOTE_FILE} cannot be read ({exc}). Run `durable-nb remote listen "
+        "tcp://HOST:PORT` again, or `durable-nb remote off`."))
     address = info.get("listen") if isinstance(info, dict) else None
     return check_address(str(address), listening=True) if address else None
 

@@ -154,9 +154,8 @@ def test_a_big_json_argument_goes_to_a_blob_and_replays(journal_home: Path,
     assert calls == [1, 1]  # a different argument: the completed run forks and runs it
 
 
-def big_run(name: str) -> tuple[str, list[int], pd.DataFrame]:
-    calls: list[int] = []
-    frame = pd.DataFrame({"x": np.arange(10_000)})
+def three_steps(frame: pd.DataFrame, calls: list[int]) -> tuple[int, pd.DataFrame, int]:
+    """The workflow body: a small step, ``load()`` returning ``frame``, a small step."""
 
     @durable_nb.activity
     def small(i: int) -> int:
@@ -167,8 +166,14 @@ def big_run(name: str) -> tuple[str, list[int], pd.DataFrame]:
         calls.append(1)
         return frame
 
+    return small(0), load(), small(2)
+
+
+def big_run(name: str) -> tuple[str, list[int], pd.DataFrame]:
+    calls: list[int] = []
+    frame = pd.DataFrame({"x": np.arange(10_000)})
     ctx = open_run(name)
-    ctx.execute(lambda: (small(0), load(), small(2)))
+    ctx.execute(lambda: three_steps(frame, calls))
     return ctx.run_id, calls, frame
 
 
@@ -222,18 +227,8 @@ def test_a_missing_or_altered_blob_is_a_clear_error_and_loses_nothing_else(
     # Nothing else is lost: every step is still recorded, and a fork at the step runs on.
     assert list(durable_nb.steps(run_id).status) == ["completed"] * 3
     calls: list[int] = []
-
-    @durable_nb.activity
-    def small(i: int) -> int:
-        return i
-
-    @durable_nb.activity
-    def load() -> pd.DataFrame:
-        calls.append(1)
-        return frame
-
     fork = open_run(f"damaged-{damage}", fork_at=1)
-    assert fork.execute(lambda: (small(0), load(), small(2)))[0] == 0 and calls == [1]
+    assert fork.execute(lambda: three_steps(frame, calls))[0] == 0 and calls == [1]
 
 
 def test_a_blob_reference_that_is_not_a_digest_is_refused(journal_home: Path):
