@@ -21,6 +21,7 @@ import cloudpickle
 from durable_nb.engine.executors import Attempt, Outcome, executor
 from durable_nb.errors import ActivityFailed, PayloadError
 from durable_nb.journal.codec import CallEncoding, encode
+from durable_nb.journal.heartbeat import heartbeat_progress
 from durable_nb.journal.schema import Event, event
 from durable_nb.journal.text import storable_text
 
@@ -106,7 +107,8 @@ class AttemptRunner:
                 args_hash=call.digest, code_hash=activity.code_hash, **payload.columns(meta),
             )], wait=bool(getattr(runner, "records_itself", False)))
             ctx._emit({"kind": "step_started", "seq": seq, "name": name, "attempt": number,
-                       "args": payload.preview, "ts": time.time()})
+                       "args": payload.preview, "ts": time.time(),
+                       "beats_in_journal": bool(getattr(runner, "records_itself", False))})
             on_run_thread = threading.current_thread() is ctx.thread
             ctx.in_activity = ctx.in_activity or on_run_thread
             try:
@@ -173,7 +175,8 @@ class AttemptRunner:
             ctx.client.append([beat], wait=True)
             beats[0] = details
             ctx._emit({"kind": "step_heartbeat", "seq": step.seq, "name": step.activity,
-                       "attempt": step.attempt, "details": shown, "ts": time.time()})
+                       "attempt": step.attempt, "details": shown,
+                       "progress": heartbeat_progress(details), "ts": time.time()})
 
         return record
 
