@@ -91,6 +91,7 @@ class RunView:
         self.box.add_class("dnb-run-view")
         self.throttle = Throttle(self.render, loop or asyncio.get_event_loop())
         self._heartbeats: threading.Thread | None = None
+        self._heartbeats_lock = threading.Lock()
         if ctx is not None:
             ctx.listeners.append(self.on_event)
         self.render()
@@ -99,22 +100,26 @@ class RunView:
         """Engine listener: any thread. Folds now, renders later on the kernel's loop."""
         self.progress.apply(ev)
         self.throttle.request()
-        if self._heartbeats is None and (ev["kind"] == "step_heartbeat"
-                                         or ev.get("beats_in_journal")):
-            self._heartbeats = threading.Thread(target=self._watch_heartbeats, daemon=True,
-                                                name="durable-nb-heartbeats")
-            self._heartbeats.start()
+        # A view following the journal (``show``) redraws with each look already.
+        if self.ctx is not None and self._heartbeats is None and (
+                ev["kind"] == "step_heartbeat" or ev.get("beats_in_journal")):
+            with self._heartbeats_lock:  # steps on several threads: one watcher
+                if self._heartbeats is None:
+                    self._heartbeats = threading.Thread(
+                        target=self._watch_heartbeats, daemon=True,
+                        name="durable-nb-heartbeats")
+                    self._heartbeats.start()
 
     def _watch_heartbeats(self) -> None:
         """While the run runs: fold the heartbeats that reach only the journal, and redraw
         so a heartbeat's age stays true between events."""
         p, ctx = self.progress, self.ctx
+        assert ctx is not None
         while p.status in ("running", "cancelling"):
             time.sleep(HEARTBEAT_POLL)
-            if ctx is not None:
-                # The view is a courtesy: the run goes on without it.
-                with contextlib.suppress(Exception):
-                    p.follow_heartbeats(ctx.client)
+            # The view is a courtesy: the run goes on without it.
+            with contextlib.suppress(Exception):
+                p.follow_heartbeats(ctx.client)
             _, steps = p.snapshot()
             if any(s.status == "running" and s.heartbeat_at is not None for s in steps):
                 self.throttle.request()
