@@ -16,6 +16,7 @@ from durable_nb.errors import (
     ActivityFailed,
     ActivityTimeout,
     DurableError,
+    EncryptionKeyError,
     JournalCorrupted,
     JournalUnavailable,
     NondeterminismError,
@@ -56,7 +57,8 @@ _LAZY = {
 }
 
 __all__ = [
-    "Activity", "ActivityFailed", "ActivityTimeout", "DurableError", "JournalCorrupted",
+    "Activity", "ActivityFailed", "ActivityTimeout", "DurableError", "EncryptionKeyError",
+    "JournalCorrupted",
     "JournalUnavailable", "NondeterminismError", "PayloadError", "QueryError", "QueryRefused",
     "RetryPolicy", "RunBusy", "RunCancelled", "RunFinished", "RunNotFound", "StepFuture",
     "StepInfo", "Workflow", "activity", "current_step", "gather", "heartbeat",

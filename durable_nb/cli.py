@@ -19,9 +19,18 @@ from typing import Any
 
 import pandas as pd
 
-from durable_nb.errors import DurableError, JournalUnavailable, RunBusy, RunFinished
+from durable_nb.errors import (
+    ConfigurationError,
+    DurableError,
+    EncryptionKeyError,
+    JournalUnavailable,
+    RunBusy,
+    RunFinished,
+)
 from durable_nb.journal.blobs import DEFAULT_GRACE
 from durable_nb.journal.schema import RUN_STATUSES
+
+NEW_KEY_ENV = "DURABLE_NB_NEW_KEY"  # `durable-nb key rotate`: the key to rotate to
 
 
 def _print_frame(df: pd.DataFrame, as_json: bool) -> None:
@@ -312,6 +321,85 @@ def cmd_workers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_remote(args: argparse.Namespace) -> int:
+    from durable_nb.journal.home import journal_home
+    from durable_nb.server import auth, remote
+    from durable_nb.server.client import JournalClient
+    from durable_nb.server.discovery import read_server_info
+
+    home = journal_home()
+    if args.action == "listen":
+        if not args.address:
+            raise ConfigurationError("`durable-nb remote listen` needs the address to listen "
+                                     "on, e.g. tcp://0.0.0.0:7450")
+        remote.set_listen_address(home, args.address)
+    elif args.action == "off":
+        remote.set_listen_address(home, None)
+    elif args.action == "credentials" and not args.address:
+        raise ConfigurationError("`durable-nb remote credentials FILE` needs the file to "
+                                 "write (then copy it to the worker machines)")
+    if args.action in ("listen", "off", "credentials"):
+        client = JournalClient(home)  # starts the server if none runs, which listens then
+        try:
+            endpoint = client.call("listen")["endpoint"]
+        finally:
+            client.close()
+    else:
+        info = read_server_info(home) or {}
+        endpoint = info.get("remote_endpoint")
+        if info.get("remote_error"):
+            print(f"the journal server of {home} cannot listen: {info['remote_error']}")
+            return 1
+    if args.action == "credentials":
+        if endpoint is None:
+            raise ConfigurationError(
+                f"the journal server of {home} does not listen for remote workers; run "
+                "`durable-nb remote listen tcp://HOST:PORT` first")
+        path = Path(args.address)
+        remote.write_credentials(path, remote.dial_address(endpoint, args.host),
+                                 auth.HomeKeys.of(home))
+        print(f"wrote {path} (mode 0600; it opens the whole journal: copy it only to machines "
+              f"you trust). On each worker machine: export {remote.JOURNAL_ENV}=/path/to/"
+              f"{path.name}")
+    elif endpoint is None:
+        print(f"the journal server of {home} listens for local clients only "
+              "(`durable-nb remote listen tcp://HOST:PORT` opens it to remote workers)")
+    else:
+        print(f"the journal server of {home} listens for remote workers on {endpoint}; "
+              "they need a credentials file: `durable-nb remote credentials FILE`")
+    return 0
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    from durable_nb.journal import crypto
+    from durable_nb.journal.home import journal_home
+
+    home = journal_home()
+    if args.action == "new":
+        print(crypto.new_key())
+        return 0
+    if args.action == "rotate":
+        text = os.environ.get(NEW_KEY_ENV)
+        if not text:
+            raise EncryptionKeyError(
+                f"set {NEW_KEY_ENV} to the new key (`durable-nb key new` makes one) and "
+                f"{crypto.KEY_ENV} to the current one")
+        rotated = crypto.rotate(home, crypto.parse_key(text, NEW_KEY_ENV))
+        print(f"the journal in {home} now opens with the key of id {rotated['key_id']}; "
+              f"set {crypto.KEY_ENV} to it everywhere (kernels, workers), and delete old "
+              f"copies of {home / crypto.CONFIG_FILE} (with the old key they open the journal)")
+        return 0
+    config = crypto.read_config(home)
+    if config is None:
+        print(f"the journal in {home} is not encrypted (set {crypto.KEY_ENV} to a key from "
+              "`durable-nb key new` before recording, and it will be)")
+        return 0
+    print(f"the journal in {home} is encrypted; its key has id {config.get('key_id')}")
+    crypto.sealer(home)  # raises, naming the problem, when the key set here is not it
+    print(f"the key set here ({crypto.KEY_ENV}) opens it")
+    return 0
+
+
 def _serves_home(pid: int, home: Path) -> bool:
     """The process ``pid`` is a journal server started for ``home`` (its command line)."""
     try:
@@ -437,6 +525,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("server", help="the journal server of the home")
     p.add_argument("action", choices=["status", "stop"])
     p.set_defaults(fn=cmd_server)
+    p = sub.add_parser("remote", help="let Dask workers on other machines reach the journal")
+    p.description = (
+        "listen ADDRESS: have the journal server also listen on a TCP address (kept for "
+        "later servers of the home; it then stays up until `durable-nb server stop`), "
+        "authenticated and encrypted with the home's keys. credentials FILE: write the "
+        "file a remote machine needs (point DURABLE_NB_JOURNAL at it there). status: where "
+        "the server listens. off: local clients only.")
+    p.add_argument("action", choices=["listen", "credentials", "status", "off"])
+    p.add_argument("address", nargs="?", metavar="ADDRESS|FILE",
+                   help="listen: tcp://HOST:PORT; credentials: the file to write")
+    p.add_argument("--host", help="credentials: the host name or address remote machines "
+                                  "dial (default: the one listened on, or this machine's name)")
+    p.set_defaults(fn=cmd_remote)
+    p = sub.add_parser("key", help="encryption at rest: make a key, check it, rotate it")
+    p.description = (
+        "new: print a fresh key (set DURABLE_NB_KEY to it before recording: the journal "
+        "is then encrypted). status: whether the journal is encrypted and the key set here "
+        f"opens it. rotate: wrap the journal's data key with {NEW_KEY_ENV} (the current "
+        "key in DURABLE_NB_KEY); nothing else is rewritten.")
+    p.add_argument("action", choices=["new", "status", "rotate"])
+    p.set_defaults(fn=cmd_key)
     p = sub.add_parser("workers", help="the Dask workers of the home (--executor dask)")
     p.add_argument("action", choices=["start", "status", "stop"])
     p.add_argument("--workers", dest="n_workers", type=_count, default=None, metavar="N",

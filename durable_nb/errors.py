@@ -25,6 +25,11 @@ class BlobCorrupted(JournalCorrupted):
         self.digest = digest
 
 
+class EncryptionKeyError(DurableError):
+    """The journal is encrypted and the key is missing or wrong (the message says which),
+    or a sealed value does not open."""
+
+
 class ConfigurationError(DurableError, ValueError):
     """An environment setting of durable_nb (``DURABLE_NB_*``) is ill-formed."""
 

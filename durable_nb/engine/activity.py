@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
@@ -29,7 +29,7 @@ class Activity(Generic[P, R]):
     def __init__(self, fn: Callable[P, R], policy: RetryPolicy | None = None,
                  name: str | None = None, source: str | None = None, *,
                  executor: str | Executor | None = None,
-                 max_concurrency: int | None = None) -> None:
+                 max_concurrency: int | None = None, safe: Iterable[str] = ()) -> None:
         if isinstance(fn, Activity):  # re-decorating keeps one layer
             fn = fn.fn
         if inspect.iscoroutinefunction(fn):
@@ -44,6 +44,8 @@ class Activity(Generic[P, R]):
         self.executor = check_executor(executor)
         self.max_concurrency = check_limit(max_concurrency)
         self.limit = threading.BoundedSemaphore(max_concurrency) if max_concurrency else None
+        # In an encrypted journal: the parameters (and "return": the result) kept in clear.
+        self.safe = check_safe(safe)
         # As the journal records it (schema.event escapes names), so replay matches it.
         self.name = storable_text(name or fn.__name__)
         if source is None:
@@ -113,6 +115,17 @@ def _plain_pool() -> ThreadPoolExecutor:
         return _plain
 
 
+def check_safe(names: Iterable[str]) -> frozenset[str]:
+    """The names marked safe (``--safe lr,epochs,return``), checked."""
+    if isinstance(names, str):
+        names = names.split(",")
+    out = frozenset(n.strip() for n in names if n.strip())
+    bad = sorted(n for n in out if not n.isidentifier())
+    if bad:
+        raise ValueError(f"safe names must be parameter names or 'return', not {bad}")
+    return out
+
+
 @overload
 def activity(fn: Callable[P, R], /) -> Activity[P, R]: ...
 @overload
@@ -120,7 +133,7 @@ def activity(*, retries: int = 0, timeout: float | None = None, backoff: float =
              non_retryable: tuple[type[BaseException], ...] = (),
              retry_programming_errors: bool = False, name: str | None = None,
              executor: str | Executor | None = None, max_concurrency: int | None = None,
-             heartbeat_timeout: float | None = None,
+             heartbeat_timeout: float | None = None, safe: Iterable[str] = (),
              ) -> Callable[[Callable[P, R]], Activity[P, R]]: ...
 
 
@@ -129,7 +142,7 @@ def activity(fn: Callable[..., Any] | None = None, /, *, retries: int = 0,
              non_retryable: tuple[type[BaseException], ...] = (),
              retry_programming_errors: bool = False, name: str | None = None,
              executor: str | Executor | None = None, max_concurrency: int | None = None,
-             heartbeat_timeout: float | None = None) -> Any:
+             heartbeat_timeout: float | None = None, safe: Iterable[str] = ()) -> Any:
     """Mark a function as an activity: ``@activity`` or ``@activity(retries=3, timeout=600)``.
 
     ``retries`` counts retries after the first attempt. Programming errors (TypeError,
@@ -139,6 +152,8 @@ def activity(fn: Callable[..., Any] | None = None, /, *, retries: int = 0,
     process, killed on timeout) or "dask" (Dask workers; the work outlives the kernel).
     ``max_concurrency`` caps how many of its attempts run at once; ``heartbeat_timeout``
     fails an attempt that has not called ``durable_nb.heartbeat()`` for that long.
+    ``safe`` names the parameters (and ``"return"``, the result) whose values an encrypted
+    journal keeps in clear, for previews and SQL (e.g. ``safe=("lr", "return")``).
     """
     policy = RetryPolicy(retries=retries, timeout=timeout, backoff=backoff,
                          heartbeat_timeout=heartbeat_timeout,
@@ -147,6 +162,6 @@ def activity(fn: Callable[..., Any] | None = None, /, *, retries: int = 0,
 
     def make(f: Callable[..., Any]) -> Activity[Any, Any]:
         return Activity(f, policy, name=name, executor=executor,
-                        max_concurrency=max_concurrency)
+                        max_concurrency=max_concurrency, safe=safe)
 
     return make(fn) if fn is not None else make

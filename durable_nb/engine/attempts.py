@@ -20,7 +20,7 @@ import cloudpickle
 
 from durable_nb.engine.executors import Attempt, Outcome, executor
 from durable_nb.errors import ActivityFailed, PayloadError
-from durable_nb.journal.codec import CallEncoding, encode
+from durable_nb.journal.codec import CallEncoding, Payload, encode, recorded_error, seal_payload
 from durable_nb.journal.heartbeat import heartbeat_progress
 from durable_nb.journal.schema import Event, event
 from durable_nb.journal.text import storable_text
@@ -40,7 +40,8 @@ def encode_arguments(activity: Activity[Any, Any], args: tuple[Any, ...],
                      kwargs: dict[str, Any], seq: int, home: Path | None = None) -> CallEncoding:
     """A call's arguments by parameter name, encoded once (see ``CallEncoding``)."""
     return CallEncoding(activity.bind(args, kwargs),
-                        what=f"the arguments of {activity.name}() at step {seq}", home=home)
+                        what=f"the arguments of {activity.name}() at step {seq}", home=home,
+                        safe=activity.safe)
 
 
 def stored_arguments(activity: Activity[Any, Any], call: CallEncoding, seq: int) -> Any:
@@ -54,13 +55,14 @@ def stored_arguments(activity: Activity[Any, Any], call: CallEncoding, seq: int)
         raise
 
 
-def completed_event(step: StepInfo, value: Any, home: Path) -> tuple[Event, str]:
+def completed_event(step: StepInfo, value: Any, home: Path,
+                    safe: bool = False) -> tuple[Event, str]:
     """The ``step_completed`` of ``step`` with result ``value``, and the result's preview
     (recorded by the kernel, or by a worker that ran the attempt). A large result is
     written to the blob store of ``home`` here, durably, before the event referencing it
     exists."""
     result = encode(value, what=f"the result of {step.activity}() at step {step.seq}",
-                    home=home)
+                    home=home, safe=safe)
     return event(step.run_id, "step_completed", seq=step.seq, attempt=step.attempt,
                  name=step.activity, **result.columns()), result.preview
 
@@ -97,7 +99,8 @@ class AttemptRunner:
             step = StepInfo(ctx.run_id, seq, number, name, heartbeat=beats[0])
             attempt = Attempt(activity.fn, args, kwargs, step, timeout=policy.timeout,
                               heartbeat_timeout=policy.heartbeat_timeout,
-                              record_beat=self._recorder(step, beats), home=ctx.client.home)
+                              record_beat=self._recorder(step, beats), home=ctx.client.home,
+                              safe_result="return" in activity.safe)
             describe = getattr(runner, "describe", None)
             meta = {"executor": runner.name, **(describe(attempt) if describe else {})}
             # A worker that journals the step's completion itself needs its start durable
@@ -140,15 +143,16 @@ class AttemptRunner:
             finally:
                 if on_run_thread:
                     ctx.in_activity = False
-            return self._complete(step, outcome)
+            return self._complete(attempt, outcome)
 
-    def _complete(self, step: StepInfo, outcome: Outcome) -> Any:
-        ctx = self.ctx
+    def _complete(self, attempt: Attempt, outcome: Outcome) -> Any:
+        ctx, step = self.ctx, attempt.step
         seq, number, name = step.seq, step.attempt, step.activity
         shown = outcome.recorded
         if shown is None:
             try:
-                done, shown = completed_event(step, outcome.value, ctx.client.home)
+                done, shown = completed_event(step, outcome.value, ctx.client.home,
+                                              safe=attempt.safe_result)
             except PayloadError as exc:
                 self.record_failure(seq, number, name, exc, final=True)
                 raise
@@ -183,19 +187,23 @@ class AttemptRunner:
     def record_failure(self, seq: int, attempt: int, name: str, exc: BaseException,
                        final: bool) -> None:
         ctx = self.ctx
+        home = ctx.client.home
         try:
-            pickled: str | None = base64.b64encode(cloudpickle.dumps(exc)).decode("ascii")
+            pickled: str | None = seal_payload(Payload(
+                None, base64.b64encode(cloudpickle.dumps(exc)).decode("ascii"), ""),
+                home).pickle_b64
         except Exception:
             pickled = None
+        text = storable_text(error_text(exc))
+        tb = storable_text("".join(traceback.format_exception(exc)))
+        error, shown_tb, sealed = recorded_error(text, tb, home)
         failed = event(ctx.run_id, "step_failed", seq=seq, attempt=attempt, name=name,
-                       error=error_text(exc), data_pickle=pickled,
-                       traceback="".join(traceback.format_exception(exc)),
-                       meta={"final": final})
+                       error=error, data_pickle=pickled, traceback=shown_tb,
+                       meta={"final": final, **sealed})
         ctx.client.append([failed], wait=final)
-        # The recorded (storable) text: the live view shows what the journal holds.
+        # The storable text, in clear: the live view is this kernel's, not the journal.
         ctx._emit({"kind": "step_failed", "seq": seq, "name": name, "attempt": attempt,
-                   "final": final, "error": failed["error"],
-                   "traceback": failed["traceback"], "ts": time.time()})
+                   "final": final, "error": text, "traceback": tb, "ts": time.time()})
 
     def failure(self, seq: int, name: str, attempts: int, error: str,
                 cause: BaseException | None, why: str = "") -> ActivityFailed:

@@ -59,7 +59,7 @@ class DaskExecutor:
         client = dask_client(home)
         future = client.submit(_run_task, str(home), attempt.fn, attempt.args, attempt.kwargs,
                                attempt.step, attempt.timeout, attempt.heartbeat_timeout,
-                               key=task_key(attempt.step), pure=False)
+                               attempt.safe_result, key=task_key(attempt.step), pure=False)
         fire_and_forget(future)  # runs to its end even if this kernel dies
         value, preview = future.result()
         return Outcome(value, recorded=preview)
@@ -88,8 +88,8 @@ def _journal(home: str) -> JournalClient:
 
 
 def _run_task(home: str, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-              step: StepInfo, timeout: float | None,
-              heartbeat_timeout: float | None) -> tuple[Any, str]:
+              step: StepInfo, timeout: float | None, heartbeat_timeout: float | None,
+              safe_result: bool = False) -> tuple[Any, str]:
     """One attempt, on a Dask worker: run it, journal its completion, return its value."""
     from durable_nb.engine.attempts import completed_event, heartbeat_event
 
@@ -101,7 +101,7 @@ def _run_task(home: str, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     attempt = Attempt(fn, args, kwargs, step, timeout=timeout,
                       heartbeat_timeout=heartbeat_timeout, record_beat=record, home=Path(home))
     outcome = ThreadExecutor().run(attempt)  # enforces the timeouts here, on the worker
-    done, preview = completed_event(step, outcome.value, Path(home))
+    done, preview = completed_event(step, outcome.value, Path(home), safe=safe_result)
     journal.append([done], wait=True)
     return outcome.value, preview
 

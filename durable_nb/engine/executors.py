@@ -64,6 +64,7 @@ class Attempt:
     # cannot be killed): its next heartbeat raises this instead of recording anything.
     abandoned: BaseException | None = None
     home: Path | None = None  # the journal home of the run (where a worker records to)
+    safe_result: bool = False  # an encrypted journal keeps the result in clear
 
     def beat(self, details: Any) -> None:
         if self.abandoned is not None:

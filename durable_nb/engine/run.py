@@ -24,7 +24,7 @@ from durable_nb.engine.futures import StepFuture
 from durable_nb.engine.history import StepRecord, steps_before
 from durable_nb.engine.inputs import Input, recorded_inputs
 from durable_nb.errors import NondeterminismError, RunCancelled, RunFinished
-from durable_nb.journal.codec import CallEncoding, preview
+from durable_nb.journal.codec import CallEncoding, preview, recorded_error
 from durable_nb.journal.schema import event
 from durable_nb.server.client import JournalClient
 
@@ -385,8 +385,11 @@ class RunContext:
         if self.run_id in self.client.cancelled:
             self.status = "cancelled"
             return
+        recorded, recorded_tb, sealed = recorded_error(error, tb, self.client.home) \
+            if status == "failed" else (error, tb, {})
         self.client.append([event(self.run_id, "run_status", status=status, name=self.workflow,
-                                  error=error, traceback=tb)], wait=True)
+                                  error=recorded, traceback=recorded_tb,
+                                  meta=sealed or None)], wait=True)
         self._emit({"kind": "run_status", "status": status, "error": error, "ts": time.time()})
 
     def notice(self, text: str) -> None:

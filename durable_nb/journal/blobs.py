@@ -112,38 +112,110 @@ def blob_path(home: Path, digest: str) -> Path:
 # -- raw bytes: the only two functions that touch blob files' contents --------------------
 
 def write_blob(home: Path, data: bytes | memoryview) -> str:
-    """Store ``data`` durably; returns its digest. Present already (same size): touched only."""
+    """Store ``data`` durably; returns its digest. Present already (same size): touched only.
+
+    In a process that reaches its journal over TCP (``remote.configured()``), the bytes go
+    to the journal server in chunks, which stores them the same way.
+    """
+    from durable_nb.journal import crypto
+    from durable_nb.server import remote
+
+    sealer = crypto.sealer(home)
+    if sealer is not None:  # sealed by content: the same value is still stored once
+        data = sealer.seal_blob(data)
+    if remote.configured():
+        from durable_nb.server.client import default_client
+
+        return default_client().put_blob(data)
     digest = hashlib.sha256(data).hexdigest()
-    path = blob_path(home, digest)
-    try:
-        if path.stat().st_size == len(data):
-            os.utime(path)  # a fresh mtime: gc's grace period covers the new reference
-            return digest
-    except FileNotFoundError:
-        pass
-    try:
-        _make_dirs(path.parent, home)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{digest[:16]}.",
-                                   suffix=TEMP_SUFFIX)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        remedy = (f"Free space in {home} (`durable-nb gc` lists blobs no run uses)"
-                  if exc.errno in (errno.ENOSPC, errno.EDQUOT) else
-                  f"Make sure {blob_dir(home)} is a writable directory of yours")
-        raise JournalUnavailable(
-            f"cannot write the blob {path} ({len(data)} bytes): {exc.strerror or exc}. "
-            f"{remedy}; nothing was recorded of the value.") from exc
+    upload = Upload.begin(home, digest, len(data))
+    if upload is not None:
+        upload.write(0, data)
     return digest
+
+
+class Upload:
+    """A blob being written: to a temporary file in its final directory, checked against
+    its digest, fsynced, renamed into place and its directory fsynced. Written at once by
+    ``write_blob``, or chunk by chunk by the journal server for a remote process."""
+
+    def __init__(self, home: Path, digest: str, size: int) -> None:
+        self.home, self.digest, self.size = home, digest, size
+        self.path = blob_path(home, digest)
+        self.received = 0
+        self.hash = hashlib.sha256()
+        self.touched = time.monotonic()
+        with self._failing("create"):
+            _make_dirs(self.path.parent, home)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{digest[:16]}.",
+                                       suffix=TEMP_SUFFIX)
+        self.tmp = Path(tmp)
+        self.file = os.fdopen(fd, "wb")
+
+    @classmethod
+    def begin(cls, home: Path, digest: str, size: int) -> Upload | None:
+        """An upload of blob ``digest`` (``size`` bytes), or None when it is stored already
+        (then touched: a fresh mtime keeps gc's grace period over the new reference)."""
+        if not _DIGEST.fullmatch(digest) or size < 0:
+            raise ValueError(f"not a blob: digest {digest[:80]!r}, size {size}")
+        path = blob_path(home, digest)
+        try:
+            if path.stat().st_size == size:
+                os.utime(path)
+                return None
+        except FileNotFoundError:
+            pass
+        return cls(home, digest, size)
+
+    def idle(self) -> float:
+        return time.monotonic() - self.touched
+
+    def write(self, offset: int, data: bytes | memoryview) -> bool:
+        """Add the bytes at ``offset``; True once the whole blob is stored durably."""
+        if offset != self.received or offset + len(data) > self.size:
+            self.discard()
+            raise ValueError(f"blob {self.digest[:12]}: bytes {offset}..{offset + len(data)} "
+                             f"arrived after {self.received} of {self.size}")
+        self.touched = time.monotonic()
+        try:
+            with self._failing("write"):
+                self.file.write(data)
+            self.hash.update(data)
+            self.received += len(data)
+            if self.received < self.size:
+                return False
+            if self.hash.hexdigest() != self.digest:
+                raise BlobCorrupted(f"the bytes sent for blob {self.digest} have another "
+                                    "digest", path=self.path, digest=self.digest)
+            with self._failing("write"):
+                self.file.flush()
+                os.fsync(self.file.fileno())
+                self.file.close()
+                os.rename(self.tmp, self.path)
+                _fsync_dir(self.path.parent)
+        except BaseException:
+            self.discard()
+            raise
+        return True
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
+
+    @contextlib.contextmanager
+    def _failing(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            remedy = (f"Free space in {self.home} (`durable-nb gc` lists blobs no run uses)"
+                      if exc.errno in (errno.ENOSPC, errno.EDQUOT) else
+                      f"Make sure {blob_dir(self.home)} is a writable directory of yours")
+            raise JournalUnavailable(
+                f"cannot {doing} the blob {self.path} ({self.size} bytes): "
+                f"{exc.strerror or exc}. {remedy}; nothing was recorded of the value."
+            ) from exc
 
 
 def read_blob(home: Path, digest: str) -> bytes:
@@ -164,6 +236,10 @@ def read_blob(home: Path, digest: str) -> bytes:
         raise BlobCorrupted(
             f"its blob {path} does not match its digest: it holds {len(data)} bytes with "
             f"sha256 {found[:16]}…, not the recorded {digest[:16]}…", path=path, digest=digest)
+    from durable_nb.journal import crypto
+
+    if crypto.is_sealed(data):
+        return crypto.opener(home, f"the blob {path}").open(data, f"the blob {path}")
     return data
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import cloudpickle
 
 from durable_nb.errors import PayloadError
-from durable_nb.journal import blobs
+from durable_nb.journal import blobs, crypto
 from durable_nb.journal.blobs import BlobRef
 from durable_nb.journal.home import journal_home
 from durable_nb.journal.text import is_storable_text, storable_text
@@ -91,13 +91,41 @@ def preview(value: Any) -> str:
 
 
 def encode(value: Any, *, what: str, home: Path | None = None,
-           threshold: int | None = None) -> Payload:
+           threshold: int | None = None, safe: bool = False) -> Payload:
     """Encode ``value``; ``what`` names it in errors ("argument 'cfg' of train at step 3").
 
     A value larger than ``threshold`` bytes (default: ``blobs.threshold()``) is written to
     the blob store of ``home`` (default: the current journal home) now, durably, and the
-    payload holds its reference.
+    payload holds its reference. In an encrypted journal the payload is sealed unless the
+    value is marked ``safe`` (a blob's bytes are sealed in any case).
     """
+    plain = _encode_plain(value, what=what, home=home, threshold=threshold)
+    return plain if safe else seal_payload(plain, home)
+
+
+def seal_payload(p: Payload, home: Path | None, *, clear_json: str | None = None,
+                 clear_preview: str | None = None) -> Payload:
+    """``p`` sealed when the journal of ``home`` is encrypted (``crypto.py``), else ``p``.
+
+    ``clear_json`` / ``clear_preview``: what may stay in clear (the arguments marked safe).
+    """
+    sealer = _sealer(home)
+    if sealer is None:
+        return p
+    shown = clear_preview or crypto.REDACTED
+    if p.blob is not None:  # its bytes were sealed as they were written
+        return Payload(clear_json, None, shown, p.blob)
+    if p.json is not None:
+        plain = b"J" + p.json.encode()
+    elif p.pickle_b64 is not None:
+        plain = b"P" + base64.b64decode(p.pickle_b64)
+    else:
+        return Payload(None, None, shown)
+    return Payload(clear_json, base64.b64encode(sealer.seal(plain)).decode("ascii"), shown)
+
+
+def _encode_plain(value: Any, *, what: str, home: Path | None,
+                  threshold: int | None) -> Payload:
     limit = blobs.threshold() if threshold is None else threshold
     if is_plain_json(value):
         try:
@@ -139,6 +167,26 @@ def json_payload(text: str, value: Any, home: Path | None, limit: int | None = N
     return Payload(text, None, shown)
 
 
+def recorded_error(error: str | None, tb: str | None,
+                   home: Path | None) -> tuple[str | None, str | None, dict[str, Any]]:
+    """The error text and traceback a failure event records, and what its ``meta`` adds.
+
+    In an encrypted journal both are sealed into the meta (``sealed_error``), and the
+    columns keep only the exception's type ("ValueError: ‹encrypted›").
+    """
+    sealer = _sealer(home)
+    if sealer is None or (error is None and tb is None):
+        return error, tb, {}
+    kind = (error or "").split(":", 1)[0]
+    sealed = sealer.seal(b"J" + json.dumps({"error": error, "traceback": tb}).encode())
+    return (f"{kind}: {crypto.REDACTED}", crypto.REDACTED if tb else None,
+            {"sealed_error": base64.b64encode(sealed).decode("ascii")})
+
+
+def _sealer(home: Path | None) -> crypto.Sealer | None:
+    return crypto.sealer(home if home is not None else journal_home(create=False))
+
+
 def _home(home: Path | None) -> Path:
     return journal_home(home)  # made if needed, private (0700) like every journal file
 
@@ -151,10 +199,15 @@ def decode(json_text: str | None, pickle_b64: str | bytes | None, blob: BlobRef 
     it held and the way out (``remedy``)."""
     if blob is not None:
         return blobs.load(_home(home), blob, what, remedy)
-    if json_text is not None:
-        return json.loads(json_text)
+    raw = None
     if pickle_b64 is not None:
         raw = pickle_b64 if isinstance(pickle_b64, bytes) else base64.b64decode(pickle_b64)
+        if crypto.is_sealed(raw):  # its data_json, if any, holds only what was safe
+            plain = crypto.opener(_home(home), what).open(raw, what)
+            return json.loads(plain[1:]) if plain[:1] == b"J" else cloudpickle.loads(plain[1:])
+    if json_text is not None:
+        return json.loads(json_text)
+    if raw is not None:
         return cloudpickle.loads(raw)
     return None
 
@@ -254,6 +307,14 @@ def call_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 # Digests made from a call's stored encoding start with this; older journals hold
 # ``call_hash`` digests (32 hex digits), which replay still compares the old way.
 CALL_DIGEST_PREFIX = "v2:"
+KEYED_DIGEST_PREFIX = "v2k:"  # the same, keyed, in an encrypted journal
+
+
+class _Redacted:
+    """Stands for an argument not marked safe in an encrypted journal's previews."""
+
+    def __repr__(self) -> str:
+        return crypto.REDACTED
 
 
 class CallEncoding:
@@ -271,46 +332,73 @@ class CallEncoding:
     are stored as a blob in ``home`` (see ``encode``).
     """
 
-    __slots__ = ("named", "what", "home", "_text", "_payload", "_digest")
+    __slots__ = ("named", "what", "home", "safe", "_text", "_payload", "_digest", "_plain")
 
-    def __init__(self, named: dict[str, Any], what: str, home: Path | None = None) -> None:
-        self.named, self.what, self.home = named, what, home
+    def __init__(self, named: dict[str, Any], what: str, home: Path | None = None,
+                 safe: frozenset[str] = frozenset()) -> None:
+        self.named, self.what, self.home, self.safe = named, what, home, safe
         self._text: str | None = None
         self._payload: Payload | None = None
         self._digest: str | None = None
+        self._plain: bytes | None = None
         if is_plain_json(named):
             with contextlib.suppress(ValueError):  # an int too long for JSON
                 self._text = json.dumps(named, separators=(",", ":"))
 
-    @property
-    def digest(self) -> str:
-        if self._digest is None:
-            h = hashlib.sha256()
+    def _digested(self) -> bytes:
+        """The bytes the digest is taken over."""
+        if self._plain is None:
             if self._text is not None:
-                h.update(self._text.encode())
+                self._plain = self._text.encode()
             else:
                 try:
-                    h.update(_digest_dumps(_canonical(self.named)))
+                    self._plain = _digest_dumps(_canonical(self.named))
                 except Exception:  # not storable: ``payload`` raises the useful error
-                    h.update(preview(self.named).encode())
-            self._digest = CALL_DIGEST_PREFIX + h.hexdigest()[:32]
+                    self._plain = preview(self.named).encode()
+        return self._plain
+
+    @property
+    def digest(self) -> str:
+        """The digest recorded with the step: keyed in an encrypted journal, so that a
+        guessed argument value cannot be confirmed from it."""
+        if self._digest is None:
+            sealer = _sealer(self.home)
+            if sealer is None:
+                self._digest = (CALL_DIGEST_PREFIX
+                                + hashlib.sha256(self._digested()).hexdigest()[:32])
+            else:  # over sorted keys: dicts built in another order are the same call
+                keyed = (json.dumps(self.named, sort_keys=True, separators=(",", ":")).encode()
+                         if self._text is not None else self._digested())
+                self._digest = KEYED_DIGEST_PREFIX + sealer.digest(keyed)[:32]
         return self._digest
 
     @property
     def payload(self) -> Payload:
         if self._payload is None:
             if self._text is not None:  # dumped already (the digest hashes this text)
-                self._payload = json_payload(self._text, self.named, self.home)
+                plain = json_payload(self._text, self.named, self.home)
             else:
-                self._payload = encode(self.named, what=self.what, home=self.home)
+                plain = _encode_plain(self.named, what=self.what, home=self.home,
+                                      threshold=None)
+            if _sealer(self.home) is None:
+                self._payload = plain
+            else:
+                clear = {k: v for k, v in self.named.items() if k in self.safe}
+                shown = {k: clear.get(k, _Redacted()) for k in self.named}
+                self._payload = seal_payload(
+                    plain, self.home, clear_preview=preview(shown),
+                    clear_json=json.dumps(clear) if clear and is_plain_json(clear) else None)
         return self._payload
 
     def matches(self, recorded: str | None, recorded_json: str | None,
                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         """Whether a step recorded with digest ``recorded`` (and, for plain-JSON
         arguments, the text ``recorded_json``) is this call."""
+        if recorded is not None and recorded.startswith(KEYED_DIGEST_PREFIX):
+            return recorded == self.digest
         if recorded is None or recorded.startswith(CALL_DIGEST_PREFIX):
-            if recorded == self.digest:
+            plain = CALL_DIGEST_PREFIX + hashlib.sha256(self._digested()).hexdigest()[:32]
+            if recorded == plain:  # (recorded before the journal was encrypted, maybe)
                 return True
             # The same values with dict keys in another order hash differently.
             return (recorded is not None and recorded_json is not None

@@ -11,7 +11,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from durable_nb.engine.activity import Activity
+from durable_nb.engine.activity import Activity, check_safe
 from durable_nb.engine.executors import check_executor, check_limit
 from durable_nb.engine.identity import find_run, open_run, recorded_cell
 from durable_nb.engine.inputs import bind_inputs, cell_inputs, free_names
@@ -110,12 +110,15 @@ class DurableMagics(Magics):
               metavar="N", help="at most N attempts of each function at once")
     @argument("--heartbeat-timeout", dest="heartbeat_timeout", type=float, default=None,
               metavar="S", help="fail an attempt with no durable_nb.heartbeat() for S s")
+    @argument("--safe", default="", metavar="NAMES",
+              help="in an encrypted journal, keep these parameters (and 'return', the "
+                   "result) in clear: --safe lr,epochs,return")
     @cell_magic
     def activity(self, line: str, cell: str) -> None:
         """Define the cell's top-level functions as activities: journaled inside workflows.
 
         Usage: %%activity [--retries N] [--timeout S] [--backoff S] [--executor NAME]
-                          [--max-concurrency N] [--heartbeat-timeout S]
+                          [--max-concurrency N] [--heartbeat-timeout S] [--safe NAMES]
         """
         opts = _parse(self.activity, line)
         try:
@@ -124,6 +127,7 @@ class DurableMagics(Magics):
                                  heartbeat_timeout=opts.heartbeat_timeout)
             check_executor(opts.executor)
             check_limit(opts.max_concurrency)
+            safe = check_safe(opts.safe)
         except ValueError as exc:
             raise _usage_error(self.activity, f"%%activity: {exc}") from None
         code, tree, filename = self._compile(cell)
@@ -137,7 +141,8 @@ class DurableMagics(Magics):
         exec(compile(tree, filename, "exec"), ns)  # noqa: S102 - the user's own cell
         for name, source in functions.items():
             ns[name] = Activity(ns[name], policy, name=name, source=source,
-                                executor=opts.executor, max_concurrency=opts.max_concurrency)
+                                executor=opts.executor, max_concurrency=opts.max_concurrency,
+                                safe=safe)
             ns[name].defined_by = f"%%activity {line}".rstrip() + "\n" + cell
 
     @magic_arguments()

@@ -14,6 +14,8 @@ died (marks them interrupted) and exits after an idle time with no clients and n
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
 import fcntl
 import json
 import logging
@@ -28,12 +30,19 @@ from typing import Any
 
 import zmq
 
-from durable_nb.errors import DurableError, JournalUnavailable, RunBusy, RunFinished, RunNotFound
-from durable_nb.journal import schema
+from durable_nb.errors import (
+    ConfigurationError,
+    DurableError,
+    JournalUnavailable,
+    RunBusy,
+    RunFinished,
+    RunNotFound,
+)
+from durable_nb.journal import blobs, crypto, schema
 from durable_nb.journal.home import DB_FILE, SERVER_FILE, ipc_endpoint, journal_home
 from durable_nb.journal.schema import EVENT_COLUMNS, Event, check_event, event
 from durable_nb.journal.store import JournalStore
-from durable_nb.server import auth, protocol
+from durable_nb.server import auth, protocol, remote
 from durable_nb.server.discovery import (
     ERROR_FILE,
     pid_alive,
@@ -50,6 +59,7 @@ SYNC_RETRY = 0.5  # seconds before staged events are synced again after the disk
 HOUSEKEEPING_INTERVAL = 1.0
 DEFAULT_IDLE_TIMEOUT = 900.0
 READERS = 3  # queries answered at once
+UPLOAD_IDLE = 600.0  # seconds a remote blob upload may stall before it is dropped
 REPLIES_ENDPOINT = "inproc://durable_nb-replies"  # reader threads -> the loop
 
 Reply = dict[str, Any]
@@ -78,6 +88,12 @@ class JournalServer:
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.readers = ThreadPoolExecutor(READERS, thread_name_prefix="durable_nb-reader")
         self._reader_socks = threading.local()
+        self.sock: zmq.Socket[bytes] | None = None
+        self.endpoint: str | None = None  # the ipc endpoint, once bound
+        self.remote_address: str | None = None  # what remote.json asks to listen on
+        self.remote_endpoint: str | None = None  # the TCP endpoint bound for remote workers
+        self.remote_error: str | None = None
+        self.uploads: dict[str, blobs.Upload] = {}  # blobs arriving from remote processes
 
     def _stage(self, events: list[Event]) -> list[int]:
         ids = []
@@ -98,8 +114,41 @@ class JournalServer:
         return {"pid": os.getpid(), "protocol": protocol.PROTOCOL_VERSION}
 
     def op_hello(self, msg: dict[str, Any]) -> dict[str, Any]:
-        self.clients[str(msg.get("token") or msg["pid"])] = int(msg["pid"])
+        if not msg.get("remote"):  # a remote pid means nothing here (see _housekeeping)
+            self.clients[str(msg.get("token") or msg["pid"])] = int(msg["pid"])
         return self.op_ping(msg)
+
+    def op_listen(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Listen on the TCP address ``remote.json`` names now (or stop listening)."""
+        self._listen(remote.listen_address(self.home))
+        if self.remote_error:
+            raise JournalUnavailable(self.remote_error)
+        return {"endpoint": self.remote_endpoint}
+
+    def op_encryption(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """The home's encryption.json (a wrapped key, no secret) for a remote process."""
+        return {"config": crypto.read_config(self.home)}
+
+    def op_put_blob(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """One chunk of a blob sent by a remote process (which has no blob directory)."""
+        token, offset = str(msg["upload"]), int(msg["offset"])
+        upload = self.uploads.get(token)
+        if upload is None:
+            if offset:
+                return {"restart": True}  # begun with a server that is gone
+            upload = blobs.Upload.begin(self.home, str(msg["digest"]), int(msg["size"]))
+            if upload is None:
+                return {"done": True}  # stored already
+            self.uploads[token] = upload
+        try:
+            done = upload.write(offset, base64.b64decode(msg["data"], validate=True))
+        except BaseException:
+            self.uploads.pop(token, None)
+            upload.discard()
+            raise
+        if done:
+            del self.uploads[token]
+        return {"done": done}
 
     def op_bye(self, msg: dict[str, Any]) -> dict[str, Any]:
         self.clients.pop(str(msg.get("token") or msg["pid"]), None)
@@ -323,8 +372,15 @@ class JournalServer:
             # from its WAL and the segments. The next client request starts one.
             log.error("the journal database needs a restart: exiting")
             self.stopping = True
+        for token, upload in list(self.uploads.items()):
+            if upload.idle() > UPLOAD_IDLE:  # its sender went away mid-upload
+                upload.discard()
+                del self.uploads[token]
         idle = time.monotonic() - self.last_message
-        if not self.clients and not self.runs.active() and idle > self.idle_timeout:
+        # A server that listens for remote workers is a service: a worker whose kernel
+        # died must still find it to record its step, so it never leaves on its own.
+        if not self.clients and not self.runs.active() and idle > self.idle_timeout \
+                and not self.remote_endpoint:
             log.info("idle for %.0f s with no clients and no live runs: exiting", idle)
             self.stopping = True
 
@@ -333,11 +389,15 @@ class JournalServer:
         sock = self.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 1000)
         auth.bind(sock, self.home, endpoint)
+        self.sock, self.endpoint = sock, endpoint
+        try:
+            self._listen(remote.listen_address(self.home))
+        except ConfigurationError as exc:
+            self.remote_error = str(exc)
+            log.error("%s", exc)
+            self._write_info()
         replies = self.ctx.socket(zmq.PULL)
         replies.bind(REPLIES_ENDPOINT)
-        write_server_info(self.home, {"pid": os.getpid(), "endpoint": endpoint,
-                                      "started_at": self.started_at,
-                                      "protocol": protocol.PROTOCOL_VERSION})
         log.info("serving %s on %s", self.home, endpoint)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
@@ -372,6 +432,37 @@ class JournalServer:
             replies.close(linger=0)
             self.ctx.term()
             self.store.close()
+
+    def _write_info(self) -> None:
+        info: dict[str, Any] = {"pid": os.getpid(), "endpoint": self.endpoint,
+                                "started_at": self.started_at,
+                                "protocol": protocol.PROTOCOL_VERSION}
+        if self.remote_endpoint or self.remote_error:
+            info["remote_endpoint"] = self.remote_endpoint
+            info["remote_error"] = self.remote_error
+        write_server_info(self.home, info)
+
+    def _listen(self, address: str | None) -> None:
+        """Listen on ``address`` (a TCP address for remote workers) beside the ipc endpoint,
+        in place of the one bound before, or on nothing more. A failure to bind (the port
+        is taken) leaves the server serving its ipc clients; it is recorded in
+        ``server.json`` for ``durable-nb remote status``."""
+        assert self.sock is not None
+        if self.remote_endpoint and address != self.remote_address:
+            with contextlib.suppress(zmq.ZMQError):
+                self.sock.unbind(self.remote_endpoint)
+            self.remote_endpoint = None
+        self.remote_address, self.remote_error = address, None
+        if address and self.remote_endpoint is None:
+            try:
+                self.sock.bind(address)
+                self.remote_endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+                log.info("listening for remote workers on %s", self.remote_endpoint)
+            except zmq.ZMQError as exc:
+                self.remote_error = (f"cannot listen on {address}: {exc}. Choose another "
+                                     "address with `durable-nb remote listen tcp://HOST:PORT`.")
+                log.error("%s", self.remote_error)
+        self._write_info()
 
     def _drain(self, sock: zmq.Socket[bytes]) -> None:
         self.last_message = time.monotonic()

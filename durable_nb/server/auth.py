@@ -20,6 +20,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import zmq
 from zmq.utils import z85
@@ -41,6 +42,18 @@ DROPS_BEFORE_REFUSING = 3
 _HANDSHAKE_EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED
                      | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+
+class ClientKeys(Protocol):
+    """What a client needs to complete the handshake: the server's public key and a
+    client key pair (``HomeKeys``, or a remote machine's ``remote.Credentials``)."""
+
+    @property
+    def server_public(self) -> bytes: ...
+    @property
+    def client_public(self) -> bytes: ...
+    @property
+    def client_secret(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -84,8 +97,12 @@ def bind(sock: zmq.Socket[bytes], home: Path, endpoint: str) -> None:
     sock.bind(endpoint)
 
 
-def connect(sock: zmq.Socket[bytes], home: Path, endpoint: str, timeout: float) -> bool:
+def connect(sock: zmq.Socket[bytes], home: Path, endpoint: str, timeout: float,
+            keys: ClientKeys | None = None) -> bool:
     """Connect ``sock`` to the server of ``home`` at ``endpoint`` and wait for the handshake.
+
+    ``keys``: the client side of the home's keys from a credentials file (a remote
+    machine, see ``remote.py``), instead of the home's key file.
 
     True once the peer proved it holds the home's server secret. False when nothing
     completes a handshake within ``timeout`` (nothing listens there, or it is stuck).
@@ -93,9 +110,11 @@ def connect(sock: zmq.Socket[bytes], home: Path, endpoint: str, timeout: float) 
     this home, and no request has been sent to it. On False or an error ``sock`` is closed
     (it would keep knocking).
     """
+    remote = keys is not None
     try:
-        check_ipc_endpoint(endpoint, home)
-        keys = HomeKeys.of(home)
+        if keys is None:
+            check_ipc_endpoint(endpoint, home)
+            keys = HomeKeys.of(home)
     except BaseException:
         sock.close(linger=0)
         raise
@@ -122,11 +141,12 @@ def connect(sock: zmq.Socket[bytes], home: Path, endpoint: str, timeout: float) 
             elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
                 drops += 1
                 if drops >= DROPS_BEFORE_REFUSING:
-                    raise _impostor(home, endpoint, "it keeps dropping the handshake")
+                    raise _impostor(home, endpoint, "it keeps dropping the handshake", remote)
             elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                raise _impostor(home, endpoint, "it refused this home's client key")
+                raise _impostor(home, endpoint, "it refused this home's client key", remote)
             elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-                raise _impostor(home, endpoint, "it does not speak CURVE with this home's key")
+                raise _impostor(home, endpoint, "it does not speak CURVE with this home's key",
+                                remote)
         return False
     finally:
         sock.disable_monitor()
@@ -135,7 +155,13 @@ def connect(sock: zmq.Socket[bytes], home: Path, endpoint: str, timeout: float) 
             sock.close(linger=0)
 
 
-def _impostor(home: Path, endpoint: str, what: str) -> JournalUnavailable:
+def _impostor(home: Path, endpoint: str, what: str, remote: bool = False) -> JournalUnavailable:
+    if remote:
+        return JournalUnavailable(
+            f"refusing the process listening at {endpoint}: {what}, so it is not the journal "
+            "server these credentials are for (or the credentials are out of date: the "
+            "home's keys were made anew). Nothing was sent to it. Make new credentials on the "
+            "journal's machine (`durable-nb remote credentials FILE`) and check the address.")
     return JournalUnavailable(
         f"refusing the process listening at {endpoint}: {what}, so it is not the journal "
         f"server of {home} (or it is one of a durable_nb without keys, or one started before "

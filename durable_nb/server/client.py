@@ -10,7 +10,9 @@ and resends them (appends carry ids, so a write that did reach the segment is no
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
+import hashlib
 import logging
 import os
 import select
@@ -26,7 +28,7 @@ import zmq
 from durable_nb import errors
 from durable_nb.journal.home import journal_home
 from durable_nb.journal.schema import Event
-from durable_nb.server import auth, protocol
+from durable_nb.server import auth, protocol, remote
 from durable_nb.server.discovery import (
     LOG_FILE,
     WaitNotice,
@@ -46,13 +48,19 @@ PING_TIMEOUT = 5.0
 START_NOTICE = 5.0  # seconds of a server start before the client says it still waits
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: enum arithmetic is slow
 POLL_MS = 200
+REMOTE_HEARTBEAT_MS = 2000  # a remote server silent for 3 of these counts as gone
+BLOB_CHUNK = 4 << 20  # bytes of a blob per put_blob request (what the server holds at once)
 
 
 class JournalClient:
     """A connection from this process to the journal server of one journal home."""
 
     def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
-        self.home: Path = journal_home(home)
+        # A process with DURABLE_NB_JOURNAL reaches the server of another machine over
+        # TCP (remote.py): it neither starts a server nor keeps a journal home of its own.
+        path = remote.credentials_path()
+        self.remote = remote.read_credentials(path) if path else None
+        self.home: Path = journal_home(home, create=self.remote is None)
         self._lock = threading.Lock()  # guards the socket and the request state below
         self._replied = threading.Condition(self._lock)  # a reply was filed in _answers
         self._receiving = False  # a waiting thread is reading the socket
@@ -61,6 +69,7 @@ class JournalClient:
         self._wake_r, self._wake_w = _wake_pipe()
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._sock: zmq.Socket[bytes] | None = None
+        self._monitor: zmq.Socket[bytes] | None = None  # a remote connection's drops
         self._server_pid: int | None = None
         self._owner_pid = os.getpid()
         self._next_id = 0
@@ -85,6 +94,9 @@ class JournalClient:
         return self._sock
 
     def _connect(self) -> None:
+        if self.remote is not None:
+            self._connect_remote(self.remote)
+            return
         if self._try_connect(read_server_info(self.home)):
             return
         with file_lock(self.home / "spawn.lock"):
@@ -120,30 +132,54 @@ class JournalClient:
                 notice()
                 time.sleep(0.02)
 
+    def _connect_remote(self, creds: remote.Credentials) -> None:
+        """Connect to the server the credentials name, waiting up to START_TIMEOUT for it
+        (it may be restarting); nothing is started from here."""
+        deadline = time.monotonic() + START_TIMEOUT
+        notice = WaitNotice(f"the journal server at {creds.endpoint} (from {creds.path})",
+                            START_TIMEOUT, after=START_NOTICE)
+        while not self._try_connect({"pid": None, "endpoint": creds.endpoint}):
+            if time.monotonic() > deadline:
+                raise errors.JournalUnavailable(
+                    f"the journal server at {creds.endpoint} (from {creds.path}, named by "
+                    f"{remote.JOURNAL_ENV}) did not answer within {START_TIMEOUT:.0f} s. On the "
+                    "journal's machine, `durable-nb remote status` tells where its server "
+                    "listens; check that this machine can reach that address and port.")
+            notice()
+            time.sleep(0.5)
+
     def _try_connect(self, info: dict[str, Any] | None) -> bool:
-        if not info or not is_journal_server(int(info["pid"])):
+        if not info or (info["pid"] is not None and not is_journal_server(int(info["pid"]))):
             return False
         if self._ctx is None:
             self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        if not auth.connect(sock, self.home, info["endpoint"], PING_TIMEOUT):
+        if self.remote is not None:  # no pid to watch: libzmq tells a dead peer by heartbeats
+            sock.setsockopt(zmq.HEARTBEAT_IVL, REMOTE_HEARTBEAT_MS)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * REMOTE_HEARTBEAT_MS)
+        if not auth.connect(sock, self.home, info["endpoint"], PING_TIMEOUT, keys=self.remote):
             return False
         hello = protocol.dumps({"id": -1, "op": "hello", "pid": os.getpid(),
-                                "token": self._token})
+                                "token": self._token, "remote": self.remote is not None})
         sock.send(hello)
         if not poll_noting(sock, PING_TIMEOUT, WaitNotice(
-                f"the journal server (pid {info['pid']}) to answer", PING_TIMEOUT)):
+                f"the journal server at {info['endpoint']} to answer", PING_TIMEOUT)):
             sock.close()
             return False
-        sock.recv_multipart()
+        answer = protocol.loads(sock.recv_multipart()[0])
         self._drop_socket()
-        self._sock, self._server_pid = sock, int(info["pid"])
+        self._sock, self._server_pid = sock, int(answer.get("pid") or 0) or None
+        if self.remote is not None:
+            self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         for frame in self._unacked.values():  # resend what the old server never acknowledged
             sock.send(frame)
         return True
 
     def _drop_socket(self) -> None:
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+            self._monitor = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -236,7 +272,12 @@ class JournalClient:
         if ready and now - self._alive_checked < POLL_MS / 1000:
             return  # the fd also wakes for ZeroMQ's own traffic: look at /proc seldom
         self._alive_checked = now
-        if self._server_pid is not None and not pid_alive(self._server_pid):
+        if self._monitor is not None:
+            if self._monitor.poll(0):  # the connection dropped: requests in it may be lost
+                log.warning("lost the connection to the journal server at %s; reconnecting",
+                            self.remote.endpoint if self.remote else "?")
+                self._drop_socket()
+        elif self._server_pid is not None and not pid_alive(self._server_pid):
             log.warning("journal server (pid %s) died; restarting it", self._server_pid)
             self._drop_socket()
 
@@ -341,6 +382,27 @@ class JournalClient:
             self.send("events_since", since=since, run_id=run_id, limit=limit), 60.0)
         return protocol.table_from_bytes(frames[0])
 
+    def put_blob(self, data: bytes | memoryview) -> str:
+        """Store ``data`` as a blob through the server (from a process without the home's
+        blob directory); returns its digest once the blob is durable."""
+        digest = hashlib.sha256(data).hexdigest()
+        view, size = memoryview(data).cast("B"), len(data)
+        for _ in range(3):  # a server restarted mid-upload forgets it: send it again
+            token, offset = uuid.uuid4().hex, 0
+            while True:
+                chunk = view[offset:offset + BLOB_CHUNK]
+                reply = self.call("put_blob", upload=token, digest=digest, size=size,
+                                  offset=offset, data=base64.b64encode(chunk).decode())
+                if reply.get("done") or reply.get("restart"):
+                    break
+                offset += len(chunk)
+            if reply.get("done"):
+                return digest
+        raise errors.JournalUnavailable(
+            f"the journal server at {self.remote.endpoint if self.remote else self.home} "
+            f"kept restarting while a blob of {size} bytes was sent to it; nothing was "
+            "recorded of the value")
+
     @property
     def server_pid(self) -> int | None:
         with self._lock:
@@ -389,7 +451,7 @@ def default_client() -> JournalClient:
     """The process-wide client of the current journal home (follows DURABLE_NB_HOME)."""
     global _default
     with _default_lock:
-        home = journal_home()
+        home = journal_home(create=not remote.configured())
         if _default is None or _default.closed or _default.home != home:
             if _default is not None:
                 _default.close()

@@ -19,7 +19,7 @@ def test_bad_magic_arguments_print_usage(kernel: KernelSession):
     out = kernel.run("%%activity --retries many\ndef f():\n    pass\n")
     assert out.ename == "UsageError" and "--retries" in out.evalue
     assert ("usage: %%activity [--retries N] [--timeout S] [--backoff S] [--executor NAME] "
-            "[--max-concurrency N] [--heartbeat-timeout S]" in out.evalue)
+            "[--max-concurrency N] [--heartbeat-timeout S] [--safe NAMES]" in out.evalue)
     out = kernel.run("%%workflow sweep --fork-at -1\nx = 1\n")
     assert out.ename == "UsageError" and "--fork-at takes a step number" in out.evalue
     out = kernel.run("%%workflow sweep --new --id sweep-1\nx = 1\n")
