@@ -178,9 +178,12 @@ class AttemptRunner:
             beat, shown = heartbeat_event(step, details, ctx.client.home)
             ctx.client.append([beat], wait=True)
             beats[0] = details
+            # What the journal holds in clear, as every other view reads it (an encrypted
+            # journal keeps the details sealed: no progress to show).
+            progress = heartbeat_progress(details) if beat.get("data_json") else None
             ctx._emit({"kind": "step_heartbeat", "seq": step.seq, "name": step.activity,
-                       "attempt": step.attempt, "details": shown,
-                       "progress": heartbeat_progress(details), "ts": time.time()})
+                       "attempt": step.attempt, "details": shown, "progress": progress,
+                       "ts": time.time()})
 
         return record
 

@@ -287,3 +287,37 @@ def test_a_view_of_a_live_run_shows_the_heartbeats_of_its_running_step(journal_h
                          for s in p.snapshot()[1]]
     assert as_rows(stored) == as_rows(view.progress) == [
         (0, '{"epoch":3,"of":3}', 3, (3, 3, "epoch"))]
+
+
+def test_in_an_encrypted_journal_a_heartbeat_is_shown_sealed_and_states_no_progress(
+        journal_home: Path, monkeypatch: pytest.MonkeyPatch):
+    pytest.importorskip("cryptography")
+    import json
+
+    from durable_nb.journal import crypto
+    from durable_nb.server.client import default_client
+
+    monkeypatch.setenv(crypto.KEY_ENV, crypto.new_key())
+    monkeypatch.delenv(crypto.KEY_FILE_ENV, raising=False)
+    crypto.reset()
+    try:
+        @durable_nb.activity
+        def fit(epochs: int) -> int:
+            durable_nb.heartbeat({"epoch": 1, "of": epochs})
+            return epochs
+
+        ctx = open_run("sealed")
+        live = RunProgress(ctx.run_id, ctx.workflow)
+        ctx.listeners.append(lambda _, ev: live.apply(ev))
+        ctx.execute(lambda: fit(2))
+        stored = RunProgress.from_journal(default_client(), ctx.run_id)
+        # Every view shows what the journal holds in clear: no more than the others.
+        for p in (live, stored):
+            step = p.snapshot()[1][0]
+            assert (step.heartbeat, step.heartbeats, step.progress) == (crypto.REDACTED, 1,
+                                                                        None)
+        (row,) = durable_nb.sql("SELECT heartbeat FROM steps WHERE run_id = ?",
+                                [ctx.run_id]).to_dict("records")
+        assert json.loads(row["heartbeat"]) == crypto.REDACTED
+    finally:
+        crypto.reset()
