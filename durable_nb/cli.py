@@ -72,8 +72,27 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"{'replayed':>16}: {savings['replayed_steps']} steps on the last resume — "
               f"saved {savings['saved_s']:.1f} s")
     print()
-    _print_frame(step_rows.drop(columns=["run_id"]), False)
+    _print_frame(_shown_steps(step_rows.drop(columns=["run_id"])), False)
     return 0
+
+
+def _shown_steps(rows: pd.DataFrame) -> pd.DataFrame:
+    """The steps as ``show`` prints them: the latest heartbeat in one column, ``epoch 3/10
+    {"epoch":3,"of":10} 4 s ago (3 beats)``, empty for a step that sent none."""
+    from durable_nb.journal.heartbeat import stored_heartbeat
+
+    def cell(row: pd.Series) -> str:
+        if not row["heartbeats"]:
+            return ""
+        details, progress = stored_heartbeat(row["heartbeat"])
+        age = _age(max(0.0, time.time() - row["heartbeat_at"].timestamp()))
+        count = f"{row['heartbeats']} beat{'s' if row['heartbeats'] != 1 else ''}"
+        shown = [progress.text if progress else "", details or "", f"{age} ago ({count})"]
+        return " ".join(part for part in shown if part)
+
+    shown = rows.drop(columns=["heartbeat_at", "heartbeats"])
+    shown["heartbeat"] = rows.apply(cell, axis=1) if len(rows) else []
+    return shown
 
 
 def cmd_sql(args: argparse.Namespace) -> int:

@@ -9,10 +9,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from durable_nb.journal.heartbeat import stored_heartbeat
 from durable_nb.server.client import JournalClient
 
 POLL_EVERY = 0.5  # seconds between looks at the journal
 BAR_WIDTH = 10
+HEARTBEAT_CHARS = 40
 
 
 @dataclass
@@ -30,10 +32,12 @@ class RunLine:
     live_name: str | None
     live_attempt: int | None
     elapsed: float
+    live_heartbeat: str | None = None  # the live step's latest heartbeat (``steps`` view)
 
     def render(self) -> str:
         """While it runs: ``sweep-1  8 steps completed (6 replayed)  step 8 train() running
-        3.1 s``; once it ended: ``sweep-1  ██████████ 12/12 steps (6 replayed)  completed in
+        epoch 3/10  3.1 s`` (with what the step's latest heartbeat says); once it ended:
+        ``sweep-1  ██████████ 12/12 steps (6 replayed)  completed in
         4.2 s``. Only then is the total known (a workflow is ordinary Python: the journal
         learns of its steps as it calls them), so only then is there a bar."""
         done = f"{self.completed} step{'s' if self.completed != 1 else ''}"
@@ -42,6 +46,8 @@ class RunLine:
             if self.live == 1:
                 again = f" (attempt {self.live_attempt})" if (self.live_attempt or 1) > 1 else ""
                 parts.append(f"step {self.live_seq} {self.live_name}() running{again}")
+                if (beat := self._heartbeat()) is not None:
+                    parts.append(beat)
             elif self.live:
                 parts.append(f"{self.live} steps running")
             parts.append(f"{self.elapsed:.1f} s")
@@ -51,6 +57,15 @@ class RunLine:
         bar = "█" * filled + "░" * (BAR_WIDTH - filled)
         return (f"{self.run_id}  {bar} {self.completed}/{self.recorded} steps "
                 f"({self.replayed} replayed)  {self.status} in {self.elapsed:.1f} s")
+
+    def _heartbeat(self) -> str | None:
+        """``epoch 3/10`` when the heartbeat states progress, else its details, cut short."""
+        details, progress = stored_heartbeat(self.live_heartbeat)
+        if progress is not None:
+            return progress.text
+        if details is None:
+            return None
+        return details if len(details) <= HEARTBEAT_CHARS else details[:HEARTBEAT_CHARS - 1] + "…"
 
 
 class WorkflowProgress:
@@ -135,7 +150,8 @@ class WorkflowProgress:
                 "arg_min(name, seq) FILTER (WHERE status IN ('running', 'retrying')) "
                 "AS live_name, "
                 "arg_min(attempts, seq) FILTER (WHERE status IN ('running', 'retrying')) "
-                "AS live_attempt "
+                "AS live_attempt, "
+                "arg_min(heartbeat, seq) FILTER (WHERE status = 'running') AS live_heartbeat "
                 "FROM steps WHERE run_id = ?", [self.since, run["run_id"]]).to_pylist()[0]
         except Exception:  # the line is a courtesy: the notebook runs on without it
             return self.last
@@ -143,7 +159,7 @@ class WorkflowProgress:
                             elapsed=time.time() - self.since,
                             **{k: steps[k] for k in ("completed", "replayed", "recorded",
                                                      "live", "live_seq", "live_name",
-                                                     "live_attempt")})
+                                                     "live_attempt", "live_heartbeat")})
         return self.last
 
 

@@ -52,6 +52,32 @@ def test_show_prints_the_run_and_its_steps(journal_home: Path, finished_run: str
     assert [s["seq"] for s in data["steps"]] == [0, 1, 2]
 
 
+
+def test_show_prints_each_steps_latest_heartbeat_its_progress_and_age(journal_home: Path):
+    @durable_nb.activity
+    def fit(epochs: int) -> float:
+        for epoch in range(1, epochs + 1):
+            durable_nb.heartbeat({"epoch": epoch, "of": epochs})
+        return 0.5
+
+    @durable_nb.activity
+    def crawl(pages: int) -> int:
+        durable_nb.heartbeat(f"at page {pages}")
+        return pages
+
+    ctx = open_run("fitting")
+    ctx.execute(lambda: [fit(2), crawl(7), fit(0)])
+    out = cli(journal_home, "show", ctx.run_id)
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[0]: line for line in out.stdout.splitlines()[-3:]}
+    assert re.search(r'epoch 2/2 \{"epoch":2,"of":2\} \d+ s ago \(2 beats\)$', lines["0"])
+    assert re.search(r"at page 7 \d+ s ago \(1 beat\)$", lines["1"])
+    assert " ago " not in lines["2"] and "beat" not in lines["2"]  # it sent none
+    steps = json.loads(cli(journal_home, "show", ctx.run_id, "--json").stdout)["steps"]
+    assert [(json.loads(s["heartbeat"]) if s["heartbeat"] else None, s["heartbeats"])
+            for s in steps] == [({"epoch": 2, "of": 2}, 2), ("at page 7", 1), (None, 0)]
+    assert steps[0]["heartbeat_at"] is not None and steps[2]["heartbeat_at"] is None
+
 def test_show_says_what_the_last_resume_replayed_and_the_run_time_it_saved(
         journal_home: Path):
     import time

@@ -21,6 +21,7 @@ import cloudpickle
 from durable_nb.engine.executors import Attempt, Outcome, executor
 from durable_nb.errors import ActivityFailed, PayloadError
 from durable_nb.journal.codec import CallEncoding, Payload, encode, recorded_error, seal_payload
+from durable_nb.journal.heartbeat import heartbeat_progress
 from durable_nb.journal.schema import Event, event
 from durable_nb.journal.text import storable_text
 
@@ -109,7 +110,8 @@ class AttemptRunner:
                 args_hash=call.digest, code_hash=activity.code_hash, **payload.columns(meta),
             )], wait=bool(getattr(runner, "records_itself", False)))
             ctx._emit({"kind": "step_started", "seq": seq, "name": name, "attempt": number,
-                       "args": payload.preview, "ts": time.time()})
+                       "args": payload.preview, "ts": time.time(),
+                       "beats_in_journal": bool(getattr(runner, "records_itself", False))})
             on_run_thread = threading.current_thread() is ctx.thread
             ctx.in_activity = ctx.in_activity or on_run_thread
             try:
@@ -176,8 +178,12 @@ class AttemptRunner:
             beat, shown = heartbeat_event(step, details, ctx.client.home)
             ctx.client.append([beat], wait=True)
             beats[0] = details
+            # What the journal holds in clear, as every other view reads it (an encrypted
+            # journal keeps the details sealed: no progress to show).
+            progress = heartbeat_progress(details) if beat.get("data_json") else None
             ctx._emit({"kind": "step_heartbeat", "seq": step.seq, "name": step.activity,
-                       "attempt": step.attempt, "details": shown, "ts": time.time()})
+                       "attempt": step.attempt, "details": shown, "progress": progress,
+                       "ts": time.time()})
 
         return record
 

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from durable_nb.journal.heartbeat import HeartbeatProgress, heartbeat_progress, stored_heartbeat
 from durable_nb.server.client import JournalClient
 
 # Badges a run can show; "retrying" and "waiting" are derived from its steps.
@@ -33,6 +34,13 @@ class StepView:
     ended: float | None = None
     replayed: bool = False
     attempt_started: float | None = None  # of the latest attempt
+    heartbeat: str | None = None  # preview of the latest heartbeat's details
+    heartbeat_at: float | None = None
+    heartbeats: int = 0
+    progress: HeartbeatProgress | None = None  # what the latest heartbeat says of it
+    # Its attempt's heartbeats reach only the journal (a Dask worker records them): a view
+    # of it reads them there (``follow_heartbeats``).
+    beats_in_journal: bool = False
 
     @property
     def duration(self) -> float | None:
@@ -108,6 +116,11 @@ class RunProgress:
             step.args = ev.get("args") if step.args is None else step.args
             step.started = step.started if step.started is not None else ts
             step.attempt_started, step.ended = ts, None
+            step.beats_in_journal = bool(ev.get("beats_in_journal"))
+        elif kind == "step_heartbeat":
+            step.heartbeat, step.progress = ev.get("details"), ev.get("progress")
+            step.heartbeat_at = ts
+            step.heartbeats = ev["count"] if "count" in ev else step.heartbeats + 1
         elif kind == "step_completed":
             step.status, step.result, step.ended = "completed", ev.get("result"), ts
         elif kind == "step_failed":
@@ -157,7 +170,8 @@ class RunProgress:
         progress = cls(run_id=run_id, workflow=run["workflow"], started=run["started"])
         rows = client.query(
             "SELECT id, kind, seq, attempt, name, status, preview, error, traceback, meta, "
-            "epoch(ts) AS ts FROM events WHERE run_id = ? AND kind LIKE 'step_%' ORDER BY id",
+            "data_json, epoch(ts) AS ts FROM events WHERE run_id = ? AND kind LIKE 'step_%' "
+            "ORDER BY id",
             [run_id]).to_pylist()
         for row in rows:
             progress.apply(journal_event(row))
@@ -178,6 +192,34 @@ class RunProgress:
                 self.apply(journal_event(row))
         return self.status in ("running", "cancelling")
 
+    def follow_heartbeats(self, client: JournalClient) -> bool:
+        """Fold the latest heartbeat of each running step whose heartbeats reach only the
+        journal (the ``steps`` view's); True when one changed. The engine's events carry
+        every other heartbeat."""
+        with self._lock:
+            seqs = [s.seq for s in self.steps.values()
+                    if s.status == "running" and s.beats_in_journal]
+        if not seqs:
+            return False
+        rows = client.query(
+            "SELECT seq, heartbeat, epoch(heartbeat_at) AS at, heartbeats FROM steps "
+            "WHERE run_id = ? AND heartbeats > 0 AND list_contains(?::INTEGER[], seq)",
+            [self.run_id, seqs]).to_pylist()
+        changed = False
+        for row in rows:
+            with self._lock:
+                step = self.steps.get(row["seq"])
+                if step is None or (step.heartbeat_at, step.heartbeats) == (row["at"],
+                                                                             row["heartbeats"]):
+                    continue
+                details, progress = stored_heartbeat(row["heartbeat"])
+                self._apply({"kind": "step_heartbeat", "seq": step.seq, "name": step.name,
+                             "details": details, "progress": progress, "ts": row["at"],
+                             "count": row["heartbeats"]})
+                self.version += 1
+            changed = True
+        return changed
+
 
 def journal_event(row: dict[str, Any]) -> dict[str, Any]:
     """A journal ``events`` row as the engine event it recorded."""
@@ -195,6 +237,10 @@ def journal_event(row: dict[str, Any]) -> dict[str, Any]:
         meta = json.loads(row["meta"]) if row["meta"] else {}
         ev.update(error=row["error"], traceback=row["traceback"],
                   final=bool(meta.get("final", True)))
+    elif row["kind"] == "step_heartbeat":
+        data = row.get("data_json")
+        ev.update(details=row["preview"],
+                  progress=heartbeat_progress(json.loads(data)) if data else None)
     return ev
 
 

@@ -107,6 +107,13 @@ WITH agg AS (
     FROM events
     WHERE kind IN ('step_started', 'step_completed', 'step_failed')
     GROUP BY run_id, seq
+), beats AS (
+    SELECT run_id, seq,
+           arg_max(coalesce(data_json, to_json(preview)::VARCHAR), id) AS heartbeat,
+           arg_max(ts, id) AS heartbeat_at,
+           count(*) AS heartbeats
+    FROM events WHERE kind = 'step_heartbeat'
+    GROUP BY run_id, seq
 )
 SELECT a.run_id,
        a.seq,
@@ -125,8 +132,11 @@ SELECT a.run_id,
             THEN epoch(a.last_at) - epoch(coalesce(a.first_start, a.last_at)) END AS duration_s,
        a.args::JSON AS args,
        a.result::JSON AS result,
-       CASE WHEN a.last_kind = 'step_failed' THEN a.error END AS error
-FROM agg a LEFT JOIN runs r USING (run_id);
+       CASE WHEN a.last_kind = 'step_failed' THEN a.error END AS error,
+       b.heartbeat::JSON AS heartbeat,
+       b.heartbeat_at,
+       coalesce(b.heartbeats, 0)::BIGINT AS heartbeats
+FROM agg a LEFT JOIN runs r USING (run_id) LEFT JOIN beats b USING (run_id, seq);
 """
 
 EventKind = Literal["run_started", "run_status", "step_started", "step_completed",

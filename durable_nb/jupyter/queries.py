@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from durable_nb.errors import RunNotFound
+from durable_nb.journal.heartbeat import stored_heartbeat
 from durable_nb.journal.savings import replay_savings
 from durable_nb.server.client import JournalClient
 from durable_nb.server.discovery import pid_alive
@@ -76,11 +77,11 @@ def list_runs(client: JournalClient, where: RunFilter) -> dict[str, Any]:
 
 def run_detail(client: JournalClient, run_id: str) -> dict[str, Any]:
     """The run and its steps; each step carries the traceback of its failure, if its last
-    attempt failed (the same rule as the ``error`` column of ``steps``), and ``attempt_s``,
+    attempt failed (the same rule as the ``error`` column of ``steps``), ``attempt_s``,
     the duration of its last attempt (``duration_s`` counts from its first start, so it
-    includes the time a dead kernel left it in flight). The run carries ``executing`` (a
-    live process executes it) and ``replayed_steps`` and ``saved_s`` (what its latest
-    execution took from the journal: ``journal/savings.py``)."""
+    includes the time a dead kernel left it in flight), and ``heartbeat_progress``. The
+    run carries ``executing`` (a live process executes it) and ``replayed_steps`` and
+    ``saved_s`` (what its latest execution took from the journal: ``journal/savings.py``)."""
     run = client.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", [run_id],
                        timeout=TIMEOUT).to_pylist()
     if not run:
@@ -112,7 +113,15 @@ def run_detail(client: JournalClient, run_id: str) -> dict[str, Any]:
     """, [run_id], timeout=TIMEOUT).to_pylist()[0]["pid"]
     row = {**json_row(run[0]), **replay_savings(client, run_id, TIMEOUT)}
     row["executing"] = row["status"] == "running" and bool(pid) and pid_alive(int(pid))
-    return {"run": row, "steps": [json_row(s) for s in steps]}
+    return {"run": row, "steps": [_with_progress(json_row(s)) for s in steps]}
+
+
+def _with_progress(step: dict[str, Any]) -> dict[str, Any]:
+    """``heartbeat_progress``: what the latest heartbeat's details say of the step's
+    progress (``{"done", "total", "unit"}``, ``journal/heartbeat.py``), else null."""
+    progress = stored_heartbeat(step.get("heartbeat"))[1]
+    step["heartbeat_progress"] = progress.as_json() if progress is not None else None
+    return step
 
 
 def run_events(client: JournalClient, run_id: str, since: int, limit: int) -> dict[str, Any]:

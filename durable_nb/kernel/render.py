@@ -35,6 +35,11 @@ WRAP_STYLE = CELL_STYLE.replace("white-space:nowrap",
                                 "white-space:pre-wrap;overflow-wrap:anywhere;max-width:36em")
 ERROR_COLOR = "var(--jp-error-color1,#c42121)"
 
+HEARTBEAT_CHARS = 60
+HEARTBEAT_BAR_STYLE = ("display:inline-block;width:80px;height:6px;border-radius:3px;"
+                       "background:var(--jp-layout-color3,#e0e0e0);vertical-align:middle;"
+                       "overflow:hidden;margin-right:2px")
+
 FIX_HINT = ("Fix the activity (re-run its cell), then re-run the workflow cell: recorded steps "
             "are replayed and this step runs again with the new code.")
 
@@ -70,6 +75,35 @@ def duration_text(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
+def age_text(seconds: float) -> str:
+    """How long ago: "4 s ago", "3m 05s ago"."""
+    seconds = max(0.0, seconds)
+    return f"{int(seconds)} s ago" if seconds < 60 else f"{duration_text(seconds)} ago"
+
+
+def heartbeat_html(step: StepView, now: float | None = None) -> str:
+    """A running step's latest heartbeat: a bar and its count when the details state
+    progress (``{"epoch": 3, "of": 10}``), the details, and how long ago it came."""
+    if step.status != "running" or step.heartbeat_at is None:
+        return ""
+    esc = html.escape
+    now = now or time.time()
+    parts = []
+    if step.progress is not None:
+        parts.append(f'<span class="dnb-heartbeat-bar" style="{HEARTBEAT_BAR_STYLE}">'
+                     f'<span style="display:block;height:100%;background:{COLORS["running"]};'
+                     f'width:{step.progress.fraction * 100:.1f}%"></span></span>')
+        parts.append(f"<b>{esc(step.progress.text)}</b>")
+    if step.heartbeat:
+        shown = step.heartbeat if len(step.heartbeat) <= HEARTBEAT_CHARS else (
+            step.heartbeat[:HEARTBEAT_CHARS - 1] + "…")
+        parts.append(f"<code>{esc(shown)}</code>")
+    parts.append(esc(age_text(now - step.heartbeat_at)))
+    count = f"latest of {step.heartbeats} heartbeat{'s' * (step.heartbeats != 1)}"
+    return (f'<div class="dnb-heartbeat" title="{esc(count)}">'
+            f'{" ".join(parts)}</div>')
+
+
 def progress_text(p: RunProgress) -> str:
     counts = p.counts()
     done = counts["completed"]
@@ -97,14 +131,17 @@ def _status_cell(step: StepView) -> str:
     return badge(status)
 
 
-def steps_table_html(steps: list[StepView], limit: int = MAX_ROWS) -> str:
-    """Most recent first, at most ``limit`` rows, and a count of the rows left out."""
+def steps_table_html(steps: list[StepView], limit: int = MAX_ROWS,
+                     now: float | None = None) -> str:
+    """Most recent first, at most ``limit`` rows, and a count of the rows left out; a
+    running step's result cell holds its latest heartbeat."""
     esc = html.escape
     shown = sorted(steps, key=lambda s: s.seq, reverse=True)[:limit]
     rows = []
     for s in shown:
+        result = heartbeat_html(s, now) or f"<code>{esc(s.result or '')}</code>"
         cells = [str(s.seq), esc(s.name), f"<code>{esc(s.args or '')}</code>",
-                 f"<code>{esc(s.result or '')}</code>", str(s.attempts),
+                 result, str(s.attempts),
                  esc(duration_text(s.duration)), _status_cell(s)]
         rows.append("<tr>" + "".join(
             f'<td style="{WRAP_STYLE if i in (2, 3) else CELL_STYLE}">{c}</td>'
@@ -145,8 +182,10 @@ def timeline_svg(steps: list[StepView], now: float | None = None, width: int = 6
         x = 1 + (step.started - t0) * scale
         w = max(1.5, ((step.ended or now) - step.started) * scale)
         color = REPLAYED_BAR if step.replayed else COLORS.get(step.status, COLORS["cancelled"])
+        beat = (f", {step.progress.text}" if step.status == "running"
+                and step.progress is not None else "")
         title = html.escape(f"step {step.seq} {step.name}: {step.status}"
-                            f" {duration_text(step.duration)}".rstrip())
+                            f" {duration_text(step.duration)}".rstrip() + beat)
         bars.append(f'<rect x="{x:.1f}" y="{lane * (row + gap)}" width="{w:.1f}" '
                     f'height="{row}" fill="{color}"><title>{title}</title></rect>')
     height = (max(lanes) + 1) * (row + gap)
@@ -158,4 +197,4 @@ def summary_html(p: RunProgress, now: float | None = None) -> str:
     """Everything at once: what a saved notebook shows where the live widget cannot run."""
     _, steps = p.snapshot()
     return (f'<div class="dnb-run">{header_html(p, now)}{timeline_svg(steps, now)}'
-            f"{steps_table_html(steps)}</div>")
+            f"{steps_table_html(steps, now=now)}</div>")

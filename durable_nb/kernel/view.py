@@ -10,6 +10,7 @@ so a notebook saved and viewed without a kernel still shows how the run went, an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,10 @@ from durable_nb.kernel import render
 # The run's own MIME type: JupyterLab's extension renders it from the REST API (the run's
 # current state, whatever became of this kernel) in preference to the widget and the HTML.
 RUN_MIME = "application/vnd.durable-nb.run+json"
+
+# Seconds between looks at the journal for heartbeats the engine's events do not carry
+# (a Dask worker records its own), and between redraws of a heartbeat's age.
+HEARTBEAT_POLL = 1.0
 
 
 class Throttle:
@@ -85,6 +90,8 @@ class RunView:
         )
         self.box.add_class("dnb-run-view")
         self.throttle = Throttle(self.render, loop or asyncio.get_event_loop())
+        self._heartbeats: threading.Thread | None = None
+        self._heartbeats_lock = threading.Lock()
         if ctx is not None:
             ctx.listeners.append(self.on_event)
         self.render()
@@ -93,6 +100,29 @@ class RunView:
         """Engine listener: any thread. Folds now, renders later on the kernel's loop."""
         self.progress.apply(ev)
         self.throttle.request()
+        # A view following the journal (``show``) redraws with each look already.
+        if self.ctx is not None and self._heartbeats is None and (
+                ev["kind"] == "step_heartbeat" or ev.get("beats_in_journal")):
+            with self._heartbeats_lock:  # steps on several threads: one watcher
+                if self._heartbeats is None:
+                    self._heartbeats = threading.Thread(
+                        target=self._watch_heartbeats, daemon=True,
+                        name="durable-nb-heartbeats")
+                    self._heartbeats.start()
+
+    def _watch_heartbeats(self) -> None:
+        """While the run runs: fold the heartbeats that reach only the journal, and redraw
+        so a heartbeat's age stays true between events."""
+        p, ctx = self.progress, self.ctx
+        assert ctx is not None
+        while p.status in ("running", "cancelling"):
+            time.sleep(HEARTBEAT_POLL)
+            # The view is a courtesy: the run goes on without it.
+            with contextlib.suppress(Exception):
+                p.follow_heartbeats(ctx.client)
+            _, steps = p.snapshot()
+            if any(s.status == "running" and s.heartbeat_at is not None for s in steps):
+                self.throttle.request()
 
     def cancel(self) -> None:
         if self.ctx is not None:
@@ -115,7 +145,7 @@ class RunView:
         if p.status == "completed" and not p.total:
             self.bar.value = self.bar.max
         self.timeline.value = render.timeline_svg(steps, now)
-        self.table.value = render.steps_table_html(steps)
+        self.table.value = render.steps_table_html(steps, now=now)
         finished = p.status not in ("running", "cancelling")
         self.cancel_button.disabled = finished or p.status == "cancelling"
         self.cancel_button.layout.display = "none" if finished else None

@@ -29,8 +29,17 @@ export interface IRunDetailRun extends IRun {
   saved_s?: number;
 }
 
-/** A row of the `steps` view, plus `traceback` and `attempt_s` (the last attempt's
- * duration; `duration_s` counts from the first start). `args` and `result` are JSON text. */
+/** What a step's latest heartbeat says of its progress: `done` of `total` (`unit` is
+ * "epoch" or "step" when the details counted those). */
+export interface IHeartbeatProgress {
+  done: number;
+  total: number;
+  unit: string | null;
+}
+
+/** A row of the `steps` view, plus `traceback`, `attempt_s` (the last attempt's duration;
+ * `duration_s` counts from the first start) and `heartbeat_progress`. `args`, `result` and
+ * `heartbeat` (the latest heartbeat's details) are JSON text. */
 export interface IStep {
   run_id: string;
   seq: number;
@@ -45,6 +54,10 @@ export interface IStep {
   error: string | null;
   traceback: string | null;
   attempt_s?: number | null;
+  heartbeat?: string | null;
+  heartbeat_at?: string | null;
+  heartbeats?: number;
+  heartbeat_progress?: IHeartbeatProgress | null;
 }
 
 export interface IRunPage {

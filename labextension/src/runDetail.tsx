@@ -4,6 +4,7 @@ import * as React from 'react';
 
 import { IRun, IRunDetail, IRunDetailRun, IStep } from './api';
 import { absoluteTime, formatDuration, preview, runDuration, stepTimes, twoTimes } from './format';
+import { StepHeartbeat } from './heartbeat';
 import { OVER_STATUSES } from './model';
 import { notebookLabel } from './paths';
 import { StatusBadge } from './runList';
@@ -55,7 +56,7 @@ export function RunDetail(props: {
             runEnd={detail.run.ended_at}
             now={now}
           />
-          <StepsTable steps={detail.steps} />
+          <StepsTable steps={detail.steps} now={now} />
         </>
       )}
     </div>
@@ -182,7 +183,7 @@ function ActionBar(props: { run: IRunDetailRun; actions: IRunActions }): JSX.Ele
   );
 }
 
-function StepsTable(props: { steps: IStep[] }): JSX.Element {
+function StepsTable(props: { steps: IStep[]; now: number }): JSX.Element {
   const [all, setAll] = React.useState(false);
   const steps = all ? props.steps : props.steps.slice(0, STEPS_SHOWN);
   if (props.steps.length === 0) {
@@ -204,7 +205,7 @@ function StepsTable(props: { steps: IStep[] }): JSX.Element {
         </thead>
         <tbody>
           {steps.map(step => (
-            <StepRows key={step.seq} step={step} />
+            <StepRows key={step.seq} step={step} now={props.now} />
           ))}
         </tbody>
       </table>
@@ -230,8 +231,9 @@ function StepTimes(props: { times: [number, number] }): JSX.Element {
   );
 }
 
-/** A step on one row: the activity over its args and result (full text on hover). */
-function StepRows(props: { step: IStep }): JSX.Element {
+/** A step on one row: the activity over its args and result (full text on hover), and
+ * while it runs its latest heartbeat. */
+function StepRows(props: { step: IStep; now: number }): JSX.Element {
   const { step } = props;
   const times = twoTimes(step);
   return (
@@ -258,6 +260,7 @@ function StepRows(props: { step: IStep }): JSX.Element {
               </>
             )}
           </div>
+          <StepHeartbeat step={step} now={props.now} />
           {times && <StepTimes times={times} />}
         </td>
         <td className="dnb-num">{step.attempts ?? ''}</td>

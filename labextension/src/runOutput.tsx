@@ -15,6 +15,7 @@ import * as React from 'react';
 import { ApiError, DurableApi, IRunDetail } from './api';
 import { RunFollower } from './follow';
 import { formatDuration, runDuration } from './format';
+import { RunningHeartbeats } from './heartbeat';
 import { messageOf, OVER_STATUSES } from './model';
 import { StatusBadge } from './runList';
 import { Timeline } from './timeline';
@@ -283,6 +284,9 @@ function RunState(props: {
           runEnd={detail.run.ended_at}
           now={now}
         />
+      )}
+      {detail !== null && status === 'running' && (
+        <RunningHeartbeats steps={detail.steps} now={now} />
       )}
       {props.error !== null && (
         <div className="dnb-run-output-note dnb-error" role="alert">

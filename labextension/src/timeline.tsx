@@ -7,6 +7,7 @@ import * as React from 'react';
 
 import { IStep } from './api';
 import { formatDuration, parseTime, stepTimes } from './format';
+import { progressText, showsHeartbeat } from './heartbeat';
 
 const WIDTH = 1000; // viewBox units; the SVG is as wide as the panel
 const LANE_HEIGHT = 10;
@@ -89,7 +90,8 @@ export function Timeline(props: {
             >
               <title>
                 {`#${b.step.seq} ${b.step.name}: ${b.step.status}, ` +
-                  (stepTimes(b.step) || formatDuration((b.end - b.start) / 1000))}
+                  (stepTimes(b.step) || formatDuration((b.end - b.start) / 1000)) +
+                  barProgress(b.step)}
               </title>
             </rect>
           ))}
@@ -101,4 +103,10 @@ export function Timeline(props: {
       </div>
     </div>
   );
+}
+
+/** ", epoch 3/10" on the bar of a running step whose heartbeat states its progress. */
+function barProgress(step: IStep): string {
+  const progress = step.heartbeat_progress ?? null;
+  return showsHeartbeat(step) && progress !== null ? `, ${progressText(progress)}` : '';
 }

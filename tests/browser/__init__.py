@@ -7,7 +7,9 @@ private Jupyter config/data/runtime directory, a private IPython directory and i
 journal home (``DURABLE_NB_HOME``), so kernels started from the page, the durable_nb journal
 server they spawn and any Jupyter server extension all use that home. Prebuilt lab extensions
 of the venv (``<sys.prefix>/share/jupyter/labextensions``, e.g. jupyterlab_widgets) stay on
-the path, so ipywidgets render. The server runs with ``--LabApp.expose_app_in_browser=True``:
+the path, so ipywidgets render; the durable_nb sidebar is the build of this checkout
+(``durable_nb/labextension``, linked through ``JUPYTER_PATH``) when there is one, else the
+venv's. The server runs with ``--LabApp.expose_app_in_browser=True``:
 the page has ``window.jupyterapp`` and the helpers drive JupyterLab through its own commands
 (what a menu item or shortcut would run), which is far less flaky than keyboard focus.
 

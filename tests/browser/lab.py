@@ -43,6 +43,11 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 
+# The sidebar's build in this checkout (`make labextension`). A worktree's tests serve it,
+# whatever build the venv's labextensions dir links to.
+LABEXTENSION_BUILD = Path(__file__).resolve().parents[2] / "durable_nb" / "labextension"
+LABEXTENSION_NAME = "@durable-nb/labextension"
+
 START_TIMEOUT = 90.0  # seconds for `jupyter lab` to answer /api/status (2 s when idle)
 OPEN_TIMEOUT = 90.0  # seconds for the page, the notebook panel and its kernel
 RUN_TIMEOUT = 120.0  # seconds for cells to finish
@@ -124,6 +129,14 @@ def start_lab(base_dir: Path, *, root_dir: Path | None = None,
         "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",
     })
+    if (LABEXTENSION_BUILD / "package.json").exists():
+        # JUPYTER_PATH comes first on the data path, and the first copy of an extension wins.
+        path_dir = jupyter_dir / "path"
+        link = path_dir / "labextensions" / LABEXTENSION_NAME
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(LABEXTENSION_BUILD, target_is_directory=True)
+        env["JUPYTER_PATH"] = str(path_dir)
     token = secrets.token_hex(24)
     log_path = base_dir / "lab.log"
     last_error = ""

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.timeout(60)
 RUNS_COLUMNS = ["run_id", "workflow", "status", "started_at", "ended_at", "notebook",
                 "steps_completed", "error"]
 STEPS_COLUMNS = ["run_id", "seq", "name", "status", "attempts", "started_at", "ended_at",
-                 "duration_s", "args", "result", "error"]
+                 "duration_s", "args", "result", "error", "heartbeat", "heartbeat_at",
+                 "heartbeats"]
 
 BLOCK = 262_144  # DuckDB's default block size
 FIRST_BLOCK = 12_288  # after the main header and the two database headers
@@ -88,6 +89,45 @@ def test_runs_view_has_exactly_the_documented_columns_in_order(store: JournalSto
 def test_steps_view_has_exactly_the_documented_columns_in_order(store: JournalStore) -> None:
     assert store.query("SELECT * FROM steps").column_names == STEPS_COLUMNS
 
+
+
+def test_a_step_carries_its_latest_heartbeat_its_time_and_how_many_came(
+        store: JournalStore, events: Events) -> None:
+    store.insert([
+        events("wf-1", "run_started", name="wf", meta={"pid": 1}),
+        events("wf-1", "step_started", seq=0, attempt=1, name="train", data_json="[1]"),
+        events("wf-1", "step_heartbeat", seq=0, attempt=1, name="train",
+               data_json='{"epoch": 1, "of": 10}'),
+        events("wf-1", "step_failed", seq=0, attempt=1, name="train", error="boom",
+               meta={"final": False}),
+        events("wf-1", "step_started", seq=0, attempt=2, name="train", data_json="[1]"),
+        events("wf-1", "step_heartbeat", seq=0, attempt=2, name="train",
+               data_json='{"epoch": 2, "of": 10}'),
+        # pickled details: the view holds their preview, as a JSON string
+        events("wf-1", "step_heartbeat", seq=0, attempt=2, name="train",
+               preview="<Checkpoint epoch=3>"),
+        events("wf-1", "step_started", seq=1, attempt=1, name="train", data_json="[2]"),
+    ])
+    beat, quiet = rows(store, "SELECT *, epoch(heartbeat_at) AS at FROM steps ORDER BY seq")
+    # Heartbeats leave the step's status, attempts and times as they were.
+    assert (beat["status"], beat["attempts"], beat["ended_at"]) == ("running", 2, None)
+    assert json.loads(beat["heartbeat"]) == "<Checkpoint epoch=3>"
+    assert beat["heartbeats"] == 3
+    assert beat["at"] == pytest.approx(1_700_000_006.0)  # the seventh event's
+    assert (quiet["heartbeat"], quiet["heartbeat_at"], quiet["heartbeats"]) == (None, None, 0)
+
+
+def test_a_heartbeats_details_are_queryable_json(store: JournalStore, events: Events) -> None:
+    store.insert([
+        events("wf-1", "run_started", name="wf", meta={"pid": 1}),
+        events("wf-1", "step_started", seq=0, attempt=1, name="train", data_json="[1]"),
+        events("wf-1", "step_heartbeat", seq=0, attempt=1, name="train",
+               data_json='{"epoch": 4, "of": 10, "loss": 0.25}'),
+        events("wf-1", "step_completed", seq=0, attempt=1, name="train", data_json="0.2"),
+    ])
+    assert rows(store, "SELECT status, (heartbeat->>'$.epoch')::INT AS epoch, "
+                       "(heartbeat->>'$.loss')::DOUBLE AS loss, duration_s FROM steps") == [
+        {"status": "completed", "epoch": 4, "loss": 0.25, "duration_s": 2.0}]
 
 def test_inserting_the_same_events_twice_keeps_one_copy(store: JournalStore,
                                                          events: Events) -> None:

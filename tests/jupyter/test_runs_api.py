@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ from tests.jupyter.journal_runs import event, make_run
 RUN_KEYS = {"run_id", "workflow", "status", "started_at", "ended_at", "notebook",
             "steps_completed", "error", "duration_s"}
 STEP_KEYS = {"run_id", "seq", "name", "status", "attempts", "started_at", "ended_at",
-             "duration_s", "args", "result", "error", "traceback", "attempt_s"}
+             "duration_s", "args", "result", "error", "traceback", "attempt_s", "heartbeat",
+             "heartbeat_at", "heartbeats", "heartbeat_progress"}
 DETAIL_RUN_KEYS = RUN_KEYS | {"executing", "replayed_steps", "saved_s"}
 
 
@@ -205,6 +208,63 @@ async def test_a_run_made_by_the_engine_shows_its_real_traceback(api, journal_ho
     assert failed and "ZeroDivisionError" in failed[0]["traceback"]
     assert [s["result"] for s in got["steps"] if s["status"] == "completed"] == ["0.5"]
 
+
+
+async def test_a_running_steps_latest_heartbeat_and_its_progress_are_in_the_run_detail(
+        api, journal_home: Path):
+    beat, go = threading.Event(), threading.Event()
+
+    @durable_nb.activity
+    def train(epochs: int) -> float:
+        for epoch in range(1, epochs + 1):
+            durable_nb.heartbeat({"epoch": epoch, "of": epochs, "loss": 1 / epoch})
+            beat.set()  # heartbeat() returned: the journal holds it
+            assert go.wait(60)
+            go.clear()
+        return 0.1
+
+    ctx = open_run("beats")
+    runner = threading.Thread(target=ctx.execute, args=(lambda: train(3),), daemon=True)
+    runner.start()
+    try:
+        for epoch in (1, 2):
+            assert await asyncio.to_thread(beat.wait, 60)
+            beat.clear()
+            got = answer(await api("GET", "runs", ctx.run_id))
+            (step,) = got["steps"]
+            assert step["status"] == "running" and step["heartbeats"] == epoch
+            assert json.loads(step["heartbeat"]) == {"epoch": epoch, "of": 3,
+                                                     "loss": 1 / epoch}
+            assert step["heartbeat_progress"] == {"done": epoch, "total": 3, "unit": "epoch"}
+            assert step["heartbeat_at"] >= step["started_at"]
+            go.set()
+        assert await asyncio.to_thread(beat.wait, 60)
+        go.set()
+        await asyncio.to_thread(runner.join, 60)
+    finally:
+        go.set()
+    (step,) = answer(await api("GET", "runs", ctx.run_id))["steps"]
+    # A completed step keeps its last heartbeat.
+    assert (step["status"], step["heartbeats"]) == ("completed", 3)
+    assert step["heartbeat_progress"] == {"done": 3, "total": 3, "unit": "epoch"}
+
+
+async def test_heartbeat_details_that_state_no_progress_are_shown_without_it(api, journal):
+    make_run(journal, "b-1", steps=0)
+    journal.append([
+        event("b-1", "step_started", seq=0, attempt=1, name="crawl"),
+        event("b-1", "step_heartbeat", seq=0, attempt=1, name="crawl",
+              data_json='{"page": "https://example.org/7"}'),
+        event("b-1", "step_started", seq=1, attempt=1, name="crawl"),
+        event("b-1", "step_heartbeat", seq=1, attempt=1, name="crawl",
+              preview="<Cursor at 7>"),  # pickled details: their preview
+        event("b-1", "step_started", seq=2, attempt=1, name="crawl"),
+    ])
+    steps = answer(await api("GET", "runs", "b-1"))["steps"]
+    assert [(json.loads(s["heartbeat"]) if s["heartbeat"] else None, s["heartbeats"],
+             s["heartbeat_progress"]) for s in steps] == [
+        ({"page": "https://example.org/7"}, 1, None), ("<Cursor at 7>", 1, None), (None, 0, None)]
+    assert steps[2]["heartbeat_at"] is None
 
 async def test_events_since_returns_the_newer_events_of_the_run_and_the_last_id(api, journal):
     make_run(journal, "sweep-1", steps=1)

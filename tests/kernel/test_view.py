@@ -205,3 +205,119 @@ def test_a_view_of_a_run_going_on_elsewhere_follows_the_journal(journal_home: Pa
     assert seen.follow(client) is False  # it ended
     assert seen.status == "completed"
     assert [s.status for s in seen.snapshot()[1]] == ["completed"] * 3
+
+
+def beat(seq: int, details: str, ts: float, progress: object = None) -> dict:
+    return {"kind": "step_heartbeat", "seq": seq, "name": "train", "attempt": 1,
+            "details": details, "progress": progress, "ts": ts}
+
+
+def test_a_running_step_shows_its_latest_heartbeat_progress_and_age():
+    from durable_nb.journal.heartbeat import heartbeat_progress
+
+    p = RunProgress("fit-1", "fit", started=100.0)
+    p.apply(started(0, ts=100.0))
+    p.apply(beat(0, '{"epoch":1,"of":4}', 101.0, heartbeat_progress({"epoch": 1, "of": 4})))
+    p.apply(beat(0, '{"epoch":3,"of":4,"loss":0.25}', 103.0,
+                 heartbeat_progress({"epoch": 3, "of": 4, "loss": 0.25})))
+    p.apply(started(1, ts=103.5))
+    p.apply(beat(1, "<Cursor at page 7>", 104.0))  # no count and total: text only
+    step, other = p.snapshot()[1]
+    assert step.progress is not None
+    assert (step.heartbeats, step.heartbeat_at, step.progress.text) == (2, 103.0, "epoch 3/4")
+    html = render.steps_table_html([step, other], now=110.0)
+    assert "epoch 3/4" in html and "width:75.0%" in html
+    assert "{&quot;epoch&quot;:3,&quot;of&quot;:4,&quot;loss&quot;:0.25}" in html
+    assert "7 s ago" in html and "latest of 2 heartbeats" in html
+    assert "&lt;Cursor at page 7&gt;" in html and "6 s ago" in html
+    assert html.count('class="dnb-heartbeat-bar"') == 1
+    assert "epoch 3/4" in render.timeline_svg([step, other], now=110.0)
+
+    p.apply({**completed(0, ts=105.0), "result": "0.25"})
+    done = p.snapshot()[1][0]
+    assert done.heartbeats == 2  # kept, but a finished step shows its result instead
+    assert "epoch 3/4" not in render.steps_table_html([done], now=110.0)
+
+
+def test_a_view_of_a_live_run_shows_the_heartbeats_of_its_running_step(journal_home: Path):
+    beat_seen, go = threading.Event(), threading.Event()
+
+    @durable_nb.activity
+    def fit(epochs: int) -> str:
+        for epoch in range(1, epochs + 1):
+            durable_nb.heartbeat({"epoch": epoch, "of": epochs})
+            beat_seen.set()
+            assert go.wait(30)
+            go.clear()
+        return "fitted"
+
+    ctx = open_run("beating")
+
+    async def shows(view: RunView, text: str) -> None:
+        deadline = time.monotonic() + 30
+        while text not in view.table.value:
+            assert time.monotonic() < deadline, f"{text!r} not in {view.table.value}"
+            await asyncio.sleep(0.05)
+
+    async def main() -> RunView:
+        view = RunView(RunProgress(ctx.run_id, ctx.workflow), ctx=ctx,
+                       loop=asyncio.get_running_loop())
+        worker = threading.Thread(target=ctx.execute, args=(lambda: fit(3),), daemon=True)
+        worker.start()
+        try:
+            for epoch in (1, 2, 3):
+                await asyncio.to_thread(beat_seen.wait, 30)
+                beat_seen.clear()
+                await shows(view, f"epoch {epoch}/3")
+                go.set()
+        finally:
+            go.set()
+            await asyncio.to_thread(worker.join, 30)
+        await asyncio.sleep(0.3)
+        return view
+
+    view = asyncio.run(main())
+    assert view.progress.status == "completed"
+    assert "fitted" in view.table.value and "epoch 3/3" not in view.table.value
+    from durable_nb.server.client import default_client
+
+    # The journal's account folds the same heartbeats.
+    stored = RunProgress.from_journal(default_client(), ctx.run_id)
+    as_rows = lambda p: [(s.seq, s.heartbeat, s.heartbeats, s.progress)  # noqa: E731
+                         for s in p.snapshot()[1]]
+    assert as_rows(stored) == as_rows(view.progress) == [
+        (0, '{"epoch":3,"of":3}', 3, (3, 3, "epoch"))]
+
+
+def test_in_an_encrypted_journal_a_heartbeat_is_shown_sealed_and_states_no_progress(
+        journal_home: Path, monkeypatch: pytest.MonkeyPatch):
+    pytest.importorskip("cryptography")
+    import json
+
+    from durable_nb.journal import crypto
+    from durable_nb.server.client import default_client
+
+    monkeypatch.setenv(crypto.KEY_ENV, crypto.new_key())
+    monkeypatch.delenv(crypto.KEY_FILE_ENV, raising=False)
+    crypto.reset()
+    try:
+        @durable_nb.activity
+        def fit(epochs: int) -> int:
+            durable_nb.heartbeat({"epoch": 1, "of": epochs})
+            return epochs
+
+        ctx = open_run("sealed")
+        live = RunProgress(ctx.run_id, ctx.workflow)
+        ctx.listeners.append(lambda _, ev: live.apply(ev))
+        ctx.execute(lambda: fit(2))
+        stored = RunProgress.from_journal(default_client(), ctx.run_id)
+        # Every view shows what the journal holds in clear: no more than the others.
+        for p in (live, stored):
+            step = p.snapshot()[1][0]
+            assert (step.heartbeat, step.heartbeats, step.progress) == (crypto.REDACTED, 1,
+                                                                        None)
+        (row,) = durable_nb.sql("SELECT heartbeat FROM steps WHERE run_id = ?",
+                                [ctx.run_id]).to_dict("records")
+        assert json.loads(row["heartbeat"]) == crypto.REDACTED
+    finally:
+        crypto.reset()
