@@ -514,7 +514,19 @@ def _forward(replies: zmq.Socket[bytes], sock: zmq.Socket[bytes]) -> None:
         sock.send_multipart(frames)
 
 
+class _NoPandas:
+    """Refuses to import pandas in the server process. DuckDB's and pyarrow's bindings
+    import it (44 MB resident) only to ask whether an object handed to them is a
+    DataFrame; the server hands them Arrow tables alone, and says no pandas is here."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError("the journal server does without pandas", name=name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _NoPandas())
     parser = argparse.ArgumentParser(prog="python -m durable_nb.server",
                                      description="Run the durable_nb journal server.")
     parser.add_argument("--home", help="journal home (default: DURABLE_NB_HOME or Jupyter's)")

@@ -490,3 +490,23 @@ def test_a_refused_append_nobody_waits_for_is_logged_and_not_kept(harness, caplo
         client.call("ping")  # the refusal arrives before this answer
     assert any("'ts' must be epoch seconds" in r.getMessage() for r in caplog.records)
     assert client._answers == {} and client._noreply == set()
+
+
+def test_the_server_never_loads_pandas(journal_home: Path):
+    """DuckDB's and pyarrow's bindings would import pandas (tens of MB) to check what they
+    are handed; the server refuses the import, and still inserts and answers queries."""
+    import durable_nb
+    from durable_nb.engine.identity import open_run
+    from durable_nb.server.client import default_client
+
+    @durable_nb.activity
+    def square(i: int) -> int:
+        return i * i
+
+    assert open_run("no-pandas").execute(lambda: [square(i) for i in range(20)])[-1] == 361
+    client = default_client()
+    assert client.query("SELECT count(*) AS n FROM steps").column("n")[0].as_py() == 20
+    pid = client.server_pid
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    assert "duckdb" in maps  # the check would see a loaded library
+    assert "/pandas/" not in maps
