@@ -87,6 +87,18 @@ def measure(mb: int) -> dict[str, Any]:
     replay_s = time.perf_counter() - started
     assert replayed.shape == frame.shape
 
+    # The peer: the same frame written to Parquet and fsynced by hand, then read back.
+    peer = client.home / "peer.parquet"
+    started = time.perf_counter()
+    frame.to_parquet(peer)
+    with open(peer, "rb+") as f:
+        os.fsync(f.fileno())
+    peer_write_s = time.perf_counter() - started
+    started = time.perf_counter()
+    pd.read_parquet(peer)
+    peer_read_s = time.perf_counter() - started
+    peer.unlink()
+
     blob_bytes = sum(p.stat().st_size for p in blob_dir(client.home).rglob("*") if p.is_file())
     after = peak_rss(pid)
     return {
@@ -96,6 +108,8 @@ def measure(mb: int) -> dict[str, Any]:
         "live_run_s": round(live_s, 3),
         "journal_overhead_s": round(live_s - compute_s, 3),
         "replay_s": round(replay_s, 3),
+        "peer_parquet_write_s": round(peer_write_s, 3),
+        "peer_parquet_read_s": round(peer_read_s, 3),
         "server_vmhwm_before_mb": round(before / MB, 1),
         "server_vmhwm_after_mb": round(after / MB, 1),
         "server_pid": pid,
@@ -107,7 +121,13 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=300, help="size of the result (default 300)")
     parser.add_argument("--home", help="journal home to use (default: a fresh temp dir)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--encrypted", action="store_true",
+                        help="with a fresh DURABLE_NB_KEY: the blob is sealed (AES-GCM)")
     args = parser.parse_args()
+    if args.encrypted:
+        from durable_nb.journal import crypto
+
+        os.environ[crypto.KEY_ENV] = crypto.new_key()
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="durable_nb-bench-"))
     os.environ["DURABLE_NB_HOME"] = str(home)
     from durable_nb.server.client import default_client
@@ -123,11 +143,14 @@ def main() -> None:
         print(json.dumps(figures))
         return
     print(f"result: DataFrame of {figures['payload_mb']} MB; blob on disk "
-          f"{figures['blob_mb']} MB ({figures['machine']})")
+          f"{figures['blob_mb']} MB{', encrypted' if args.encrypted else ''} "
+          f"({figures['machine']})")
     print(f"  computing it (plain call)      {figures['compute_s']:8.3f} s")
     print(f"  live run (compute + journal)   {figures['live_run_s']:8.3f} s "
           f"(journal: {figures['journal_overhead_s']:.3f} s)")
     print(f"  replay (reads the blob)        {figures['replay_s']:8.3f} s")
+    print(f"  peer: to_parquet + fsync       {figures['peer_parquet_write_s']:8.3f} s")
+    print(f"  peer: read_parquet             {figures['peer_parquet_read_s']:8.3f} s")
     print(f"  journal server VmHWM before    {figures['server_vmhwm_before_mb']:8.1f} MB")
     print(f"  journal server VmHWM after     {figures['server_vmhwm_after_mb']:8.1f} MB")
 
