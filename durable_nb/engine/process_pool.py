@@ -5,7 +5,9 @@ call goes in by cloudpickle (so functions defined in the notebook work), the res
 exception comes back the same way. While it runs, the worker forwards what the activity
 prints and its heartbeats (each acknowledged once the journal holds it). A worker is reused
 for the next attempt; one past its timeout is killed with SIGKILL and replaced, so a hung
-attempt never keeps running in the background.
+attempt never keeps running in the background. Nor does one whose kernel died: a worker
+exits as soon as its kernel is gone (the resumed run runs the step again, and two attempts
+of one step must not run at once).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ class _Worker:
         # Modules the parent imports by path (the notebook's cwd, a test's folder).
         env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "durable_nb.engine.process_pool", str(child.fileno())],
+            [sys.executable, "-m", "durable_nb.engine.process_pool", str(child.fileno()),
+             str(os.getpid())],
             pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
             start_new_session=False)
         child.close()
@@ -186,10 +189,36 @@ class _Forward(io.TextIOBase):
         return len(text)
 
 
-def _serve(fd: int) -> None:
+PARENT_POLL = 0.05  # seconds between a worker's looks at whether its kernel still runs
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker when process ``parent`` (its kernel) is gone.
+
+    A SIGKILLed kernel cannot stop its workers, and an attempt would otherwise run on
+    until it next prints, heartbeats or returns, beside the attempt the resumed run starts
+    (both writing the same checkpoint). Polled, not ``PR_SET_PDEATHSIG``: that fires when
+    the kernel *thread* that started the worker ends, and pool threads come and go.
+    """
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    os._exit(1)
+
+
+def _serve(fd: int, parent: int) -> None:
+    conn = Connection(fd)
+    threading.Thread(target=_exit_with, args=(parent,), name="durable_nb:parent",
+                     daemon=True).start()
+    # EOF or a broken pipe: the kernel's end is closed, it is gone and so is our caller.
+    with contextlib.suppress(EOFError, OSError):
+        _serve_calls(conn)
+    # Not a normal exit: flushing the forwarded stdout/stderr would write to that pipe.
+    os._exit(0)
+
+
+def _serve_calls(conn: Connection) -> None:
     from durable_nb.engine.run import StepInfo
 
-    conn = Connection(fd)
     lock = threading.Lock()
     sys.stdout = _Forward(conn, "stdout", lock)
     sys.stderr = _Forward(conn, "stderr", lock)
@@ -200,10 +229,7 @@ def _serve(fd: int) -> None:
 
     send("ready", None)
     while True:
-        try:
-            fn, args, kwargs, step = cloudpickle.loads(conn.recv_bytes())
-        except EOFError:
-            return
+        fn, args, kwargs, step = cloudpickle.loads(conn.recv_bytes())
         assert isinstance(step, StepInfo)
 
         def beat(details: Any) -> None:
@@ -228,4 +254,4 @@ def _serve(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]))
+    _serve(int(sys.argv[1]), int(sys.argv[2]))
