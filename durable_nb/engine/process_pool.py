@@ -103,7 +103,9 @@ class _Worker:
         if kind == "ok":
             return Outcome(body)
         raised, remote_tb = body
-        raised.add_note(f"(raised in worker process {self.pid})\n{remote_tb}")
+        step = attempt.step
+        raised.add_note(f"(raised in worker process {self.pid}, running {step.activity}() at "
+                        f"step {step.seq} of run {step.run_id})\n{remote_tb}")
         raise raised
 
     def _wait(self, attempt: Attempt, started: float) -> tuple[str, Any]:
