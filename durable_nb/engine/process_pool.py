@@ -43,11 +43,13 @@ class _Worker:
     def __init__(self) -> None:
         parent, child = socket.socketpair()
         env = dict(os.environ)
-        # Modules the parent imports by path (the notebook's cwd, a test's folder).
+        # The parent's import path, in its order (the notebook's cwd, a test's folder), so
+        # a module name resolves to the same file in both. ``-P``: no cwd put before it,
+        # which would shadow the kernel's modules (a kernel keeps its cwd behind stdlib).
         env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "durable_nb.engine.process_pool", str(child.fileno()),
-             str(os.getpid())],
+            [sys.executable, "-P", "-m", "durable_nb.engine.process_pool",
+             str(child.fileno()), str(os.getpid())],
             pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
             start_new_session=False)
         child.close()

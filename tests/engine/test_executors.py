@@ -346,3 +346,24 @@ def test_closing_the_process_pool_stops_its_workers(journal_home: Path):
     assert pid_alive(worker)
     executors.shutdown()
     wait_until(lambda: not pid_alive(worker), 5)
+
+
+def test_a_worker_process_imports_a_module_from_where_its_parent_does(
+        journal_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # One module name in two folders: the working directory, and a folder the parent
+    # puts first on its path (as a kernel does; it keeps its cwd behind the stdlib).
+    for folder in ("cwd", "first"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "dnb_twice.py").write_text(f"WHERE = {folder!r}\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.syspath_prepend(str(tmp_path / "first"))
+    import dnb_twice
+
+    @durable_nb.activity(executor="process")
+    def where() -> str:
+        import dnb_twice
+
+        return str(dnb_twice.WHERE)
+
+    assert dnb_twice.WHERE == "first"
+    assert open_run("imports").execute(where) == "first"
