@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import linecache
+import marshal
 import os
 import signal
 import socket
@@ -22,6 +24,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -72,7 +75,8 @@ class _Worker:
     def run(self, attempt: Attempt) -> Outcome:
         __tracebackhide__ = True
         try:
-            call = cloudpickle.dumps((attempt.fn, attempt.args, attempt.kwargs, attempt.step))
+            call, sources = _dumps_call((attempt.fn, attempt.args, attempt.kwargs,
+                                         attempt.step))
         except Exception as exc:
             raise PayloadError(
                 f"cannot send the call of {attempt.step.activity}() at step "
@@ -84,6 +88,7 @@ class _Worker:
                 self.conn.recv_bytes()
                 self.ready = True
             started = time.monotonic()
+            self.conn.send_bytes(cloudpickle.dumps(sources))
             self.conn.send_bytes(call)
             answer = self._wait(attempt, started)
         except (EOFError, OSError) as exc:  # the pipe broke: the worker is gone
@@ -170,6 +175,43 @@ class ProcessExecutor:
             worker.kill()
 
 
+class _CallPickler(cloudpickle.Pickler):
+    """cloudpickle, except that code keeps the name of its file (cloudpickle calls all
+    code ``<dynamic-code>``), so the worker's tracebacks say where each frame is."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file)
+        self.files: set[str] = set()
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, types.CodeType):
+            self.files.update(_code_files(obj))
+            return marshal.loads, (marshal.dumps(obj),)  # same interpreter on both ends
+        return super().reducer_override(obj)
+
+
+def _code_files(code: types.CodeType) -> set[str]:
+    files = {code.co_filename}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            files |= _code_files(const)
+    return files
+
+
+def _dumps_call(call: tuple[Any, ...]) -> tuple[bytes, dict[str, Any]]:
+    """The pickled call, and the source lines of its code that exists only in this
+    process's memory (notebook cells: no file a worker could read)."""
+    buffer = io.BytesIO()
+    pickler = _CallPickler(buffer)
+    pickler.dump(call)
+    sources = {}
+    for name in pickler.files:
+        entry = linecache.cache.get(name)
+        if entry is not None and len(entry) == 4 and entry[1] is None:
+            sources[name] = entry
+    return buffer.getvalue(), sources
+
+
 def _portable(exc: BaseException) -> BaseException:
     """``exc`` if it pickles, else a RemoteError carrying its text and traceback."""
     try:
@@ -233,6 +275,8 @@ def _serve_calls(conn: Connection) -> None:
 
     send("ready", None)
     while True:
+        # The cells its code comes from, for tracebacks (checkcache keeps such entries).
+        linecache.cache.update(cloudpickle.loads(conn.recv_bytes()))
         fn, args, kwargs, step = cloudpickle.loads(conn.recv_bytes())
         assert isinstance(step, StepInfo)
 

@@ -84,8 +84,9 @@ def test_an_exception_raised_in_the_worker_keeps_its_type_and_names_its_step(
     assert out.status == "error" and out.ename == "ActivityFailed"
     assert "activity load() failed at step 2 of run loading-1" in out.evalue
     assert "BadRow: row 2 is malformed" in out.evalue
-    # The worker's traceback is in the note, which says which step raised it, and where.
-    assert "in load" in out.traceback
+    # The worker's traceback is in the note, which says which step raised it, and where:
+    # the line of the notebook cell, as a traceback from the kernel shows it.
+    assert "in load\n    raise BadRow(f'row {row} is malformed')" in out.traceback
     assert "raised in worker process" in out.traceback
     assert "running load() at step 2 of run loading-1" in out.traceback
 
