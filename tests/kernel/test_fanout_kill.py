@@ -55,8 +55,7 @@ def test_a_killed_fanout_reruns_only_the_steps_in_flight_and_keeps_call_order(
     assert "resumed (was interrupted)" in out.stdout
     results = json.loads(kernel.run("import json; print(json.dumps(results))")
                          .raise_for_error().stdout)
-    # An uninterrupted run's results, in call order.
-    assert results == [{"item": i, "loss": (i - 3) ** 2} for i in range(STEPS)]
+    assert results == [{"item": i, "loss": (i - 3) ** 2} for i in range(STEPS)]  # call order
 
     counts = effect_counts(effects)
     for i in range(STEPS):
@@ -75,3 +74,10 @@ def test_a_killed_fanout_reruns_only_the_steps_in_flight_and_keeps_call_order(
     attempts = dict(zip(steps.seq, steps.attempts, strict=True))
     assert all(attempts[i] == 1 for i in journaled)
     assert {i for i, n in attempts.items() if n > 1} <= in_flight
+
+    # An uninterrupted run of the same cell, from nothing, gives the same results.
+    clean = kernel.run(cell.replace("%%workflow fan", "%%workflow fan --new", 1))
+    assert f"fan-2 completed: {STEPS} steps (0 replayed, {STEPS} ran)" \
+        in clean.raise_for_error().stdout
+    again = json.loads(kernel.run("print(json.dumps(results))").raise_for_error().stdout)
+    assert again == results
