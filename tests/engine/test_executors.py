@@ -367,3 +367,29 @@ def test_a_worker_process_imports_a_module_from_where_its_parent_does(
 
     assert dnb_twice.WHERE == "first"
     assert open_run("imports").execute(where) == "first"
+
+
+@pytest.mark.parametrize("fanout", ["map", "submit"])
+def test_an_interrupt_stops_every_branch_of_a_fanout_at_its_next_step(
+        journal_home: Path, fanout: str):
+    started: list[int] = []
+    ctx = open_run(f"interrupted-{fanout}").configure(max_concurrency=8)
+
+    @durable_nb.activity
+    def step(i: int) -> int:
+        started.append(i)
+        if i == 20:
+            ctx.request_interrupt()  # Ctrl-C, as the kernel passes it to a running cell
+        time.sleep(0.01)
+        return i
+
+    def body() -> list[int]:
+        if fanout == "map":
+            return durable_nb.map(step, range(200), max_workers=8)
+        return durable_nb.gather([step.submit(i) for i in range(200)])
+
+    with pytest.raises(KeyboardInterrupt):
+        ctx.execute(body)
+    # Only the steps already in flight with step 20 (8 at once) began; no branch went on.
+    assert 20 < len(started) <= 28, sorted(started)
+    assert durable_nb.runs(workflow=f"interrupted-{fanout}").status[0] == "interrupted"
