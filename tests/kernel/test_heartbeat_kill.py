@@ -17,6 +17,7 @@ from durable_nb.testing.kernel import wait_for_file_text
 from tests.kernel.conftest import restart
 
 EPOCHS, KILL_IN = 6, 3
+EPOCH_S = 0.8  # long enough that the kill lands inside epoch KILL_IN on a busy machine
 
 
 def training_cell(log: Path, checkpoints: Path, executor: str) -> str:
@@ -36,7 +37,7 @@ def training_cell(log: Path, checkpoints: Path, executor: str) -> str:
         "    for e in range(first, epochs):\n"
         f"        with open({str(log)!r}, 'a') as f:\n"
         "            f.write(f'start {e} attempt {step.attempt} pid {os.getpid()}\\n')\n"
-        "        deadline = time.monotonic() + 0.4\n"
+        f"        deadline = time.monotonic() + {EPOCH_S}\n"
         "        while time.monotonic() < deadline:\n"
         "            time.sleep(0.005)\n"
         "        weights += e + 1\n"
