@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     home = journal_home()  # made private (0700), as the CLI makes it
 
     machine = machine_info(base)
+    load_before = os.getloadavg()[0]
     iterations = calibrate(args.seconds)
     seq = [sequential(args.steps) for _ in range(args.rounds)]
     expected = seq[0][1]
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         peers.append((f"durable_nb dask, {n} worker{'s' if n > 1 else ''}", times))
     peers.append(("replay of the 2-worker sweep", replays))
     durable_nb.shutdown_server()
+    load_after = os.getloadavg()[0]
 
     one, two = (statistics.median(ts) for _, ts in peers[1:3])
     best_one, best_two = (min(ts) for _, ts in peers[1:3])
@@ -144,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "speedup_2_over_1": round(one / two, 2),
         "speedup_2_over_1_best": round(best_one / best_two, 2),
         "sequential_over_2": round(statistics.median(peers[0][1]) / two, 2),
+        "loadavg_1min": [round(load_before, 2), round(load_after, 2)],
         "nproc": machine["nproc"], "python": machine["python"],
         "platform": machine["platform"],
     }
@@ -161,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{figures['speedup_2_over_1_best']:.2f}x best round "
           f"(median over plain sequential: {figures['sequential_over_2']:.2f}x)")
     print(f"machine: nproc={machine['nproc']}, python {machine['python']}, "
-          f"{machine['platform']}")
+          f"{machine['platform']}; 1-min load average {load_before:.2f} at the start, "
+          f"{load_after:.2f} at the end (other work competes for the cores above "
+          f"{machine['nproc']})")
     return 0
 
 
