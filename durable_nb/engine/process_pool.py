@@ -139,26 +139,30 @@ class _Worker:
 
 
 class ProcessExecutor:
-    """A pool of up to ``max_workers`` worker processes (default: the machine's cores)."""
+    """A pool of up to ``max_workers`` worker processes (default: the machine's cores).
+
+    The attempt loop holds one of ``slots`` from before it records an attempt's start to
+    after it records its end, so a step waiting for a worker is not journaled as started.
+    """
 
     name = "process"
 
     def __init__(self, max_workers: int | None = None) -> None:
         self.max_workers = max_workers or os.cpu_count() or 1
         self._idle: list[_Worker] = []
-        self._slots = threading.BoundedSemaphore(self.max_workers)
+        self.slots = threading.BoundedSemaphore(self.max_workers)
         self._lock = threading.Lock()
 
     def run(self, attempt: Attempt) -> Outcome:
+        """Run ``attempt`` on an idle worker (or a new one): the caller holds a slot."""
         __tracebackhide__ = True
-        with self._slots:
-            worker = self._take()
-            try:
-                return worker.run(attempt)
-            finally:
-                if worker.alive():
-                    with self._lock:
-                        self._idle.append(worker)
+        worker = self._take()
+        try:
+            return worker.run(attempt)
+        finally:
+            if worker.alive():
+                with self._lock:
+                    self._idle.append(worker)
 
     def _take(self) -> _Worker:
         with self._lock:
