@@ -54,11 +54,13 @@ def burn(seed: int) -> int:
 
 
 def calibrate(seconds: float) -> int:
-    """How many iterations make ``burn`` take ``seconds`` here (best of three probes)."""
+    """How many iterations make ``burn`` take ``seconds`` here: a short probe for a first
+    guess, then the best of three calls of that length to correct it."""
     global ITERATIONS
-    ITERATIONS = 200_000
-    probe = min(_timed(lambda: burn(1)) for _ in range(3))
-    ITERATIONS = max(1, round(200_000 * seconds / probe))
+    for probe in (200_000, None):
+        ITERATIONS = probe or ITERATIONS
+        took = min(_timed(lambda: burn(1)) for _ in range(3))
+        ITERATIONS = max(1, round(ITERATIONS * seconds / took))
     return ITERATIONS
 
 
