@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from durable_nb.engine.executors import Attempt, Outcome, executor
+from durable_nb.engine.executors import Attempt, Executor, Outcome, executor
 from durable_nb.errors import ActivityFailed, PayloadError
 from durable_nb.journal.codec import CallEncoding, Payload, encode, recorded_error, seal_payload
 from durable_nb.journal.heartbeat import heartbeat_progress
@@ -101,49 +101,57 @@ class AttemptRunner:
                               heartbeat_timeout=policy.heartbeat_timeout,
                               record_beat=self._recorder(step, beats), home=ctx.client.home,
                               safe_result="return" in activity.safe)
-            describe = getattr(runner, "describe", None)
-            meta = {"executor": runner.name, **(describe(attempt) if describe else {})}
-            # A worker that journals the step's completion itself needs its start durable
-            # first (it writes through another connection).
-            ctx.client.append([event(
-                ctx.run_id, "step_started", seq=seq, attempt=number, name=name,
-                args_hash=call.digest, code_hash=activity.code_hash, **payload.columns(meta),
-            )], wait=bool(getattr(runner, "records_itself", False)))
-            ctx._emit({"kind": "step_started", "seq": seq, "name": name, "attempt": number,
-                       "args": payload.preview, "ts": time.time(),
-                       "beats_in_journal": bool(getattr(runner, "records_itself", False))})
-            on_run_thread = threading.current_thread() is ctx.thread
-            ctx.in_activity = ctx.in_activity or on_run_thread
-            try:
-                with self._limits(activity):
+            failed: BaseException | None = None
+            why = ""
+            # The attempt holds its slots from its start record to its end record, so the
+            # journal never shows a step waiting for a slot as started (nor a kill counts
+            # an attempt for it), and shows no more running at once than the limits allow.
+            with self._slots(activity, runner):
+                describe = getattr(runner, "describe", None)
+                meta = {"executor": runner.name, **(describe(attempt) if describe else {})}
+                # A worker that journals the step's completion itself needs its start
+                # durable first (it writes through another connection).
+                ctx.client.append([event(
+                    ctx.run_id, "step_started", seq=seq, attempt=number, name=name,
+                    args_hash=call.digest, code_hash=activity.code_hash,
+                    **payload.columns(meta),
+                )], wait=bool(getattr(runner, "records_itself", False)))
+                ctx._emit({"kind": "step_started", "seq": seq, "name": name,
+                           "attempt": number, "args": payload.preview, "ts": time.time(),
+                           "beats_in_journal": bool(getattr(runner, "records_itself",
+                                                            False))})
+                on_run_thread = threading.current_thread() is ctx.thread
+                ctx.in_activity = ctx.in_activity or on_run_thread
+                try:
                     outcome = runner.run(attempt)
-            except (Exception, SystemExit) as exc:
-                # sys.exit() in an activity ends that step, not the kernel: a failure of the
-                # step, never retried. KeyboardInterrupt passes: the step is abandoned.
-                if isinstance(exc, SystemExit):
-                    why = " (not retried: the activity called sys.exit())"
-                elif not policy.is_retryable(exc):
-                    why = " (not retried: a programming error)"
-                else:
-                    why = ""
-                retry = retries_left > 0 and not why
-                self.record_failure(seq, number, name, exc, final=not retry)
-                if not retry:
-                    raise self.failure(seq, name, number, error_text(exc), exc,
-                                       why=why) from exc
-                retries_left -= 1
-                if getattr(runner, "records_itself", False):  # its heartbeats too
-                    from durable_nb.engine.history import recorded_step
+                except (Exception, SystemExit) as exc:
+                    # sys.exit() in an activity ends that step, not the kernel: a failure of
+                    # the step, never retried. KeyboardInterrupt passes: the step is
+                    # abandoned.
+                    failed = exc
+                    if isinstance(exc, SystemExit):
+                        why = " (not retried: the activity called sys.exit())"
+                    elif not policy.is_retryable(exc):
+                        why = " (not retried: a programming error)"
+                    self.record_failure(seq, number, name, exc,
+                                        final=retries_left == 0 or bool(why))
+                finally:
+                    if on_run_thread:
+                        ctx.in_activity = False
+                if failed is None:
+                    return self._complete(attempt, outcome)
+            # A failed attempt: retry (after its backoff, without holding a slot) or fail.
+            if retries_left == 0 or why:
+                raise self.failure(seq, name, number, error_text(failed), failed,
+                                   why=why) from failed
+            retries_left -= 1
+            if getattr(runner, "records_itself", False):  # its heartbeats too
+                from durable_nb.engine.history import recorded_step
 
-                    rec = recorded_step(ctx.client, ctx.run_id, seq)
-                    beats[0] = rec.heartbeat() if rec is not None else beats[0]
-                ctx._wake.wait(policy.delay(policy.retries - retries_left))
-                number += 1
-                continue
-            finally:
-                if on_run_thread:
-                    ctx.in_activity = False
-            return self._complete(attempt, outcome)
+                rec = recorded_step(ctx.client, ctx.run_id, seq)
+                beats[0] = rec.heartbeat() if rec is not None else beats[0]
+            ctx._wake.wait(policy.delay(policy.retries - retries_left))
+            number += 1
 
     def _complete(self, attempt: Attempt, outcome: Outcome) -> Any:
         ctx, step = self.ctx, attempt.step
@@ -163,10 +171,11 @@ class AttemptRunner:
                    "result": shown, "ts": time.time()})
         return outcome.value
 
-    def _limits(self, activity: Activity[Any, Any]) -> contextlib.ExitStack:
-        """Hold the activity's and the run's concurrency slots for one attempt."""
+    def _slots(self, activity: Activity[Any, Any], runner: Executor) -> contextlib.ExitStack:
+        """Hold the activity's and the run's concurrency slots for one attempt, and the
+        executor's (a worker process of the pool) when it has them."""
         stack = contextlib.ExitStack()
-        for limit in (activity.limit, self.ctx.limit):
+        for limit in (activity.limit, self.ctx.limit, getattr(runner, "slots", None)):
             if limit is not None:
                 stack.enter_context(limit)
         return stack

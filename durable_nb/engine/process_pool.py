@@ -5,13 +5,17 @@ call goes in by cloudpickle (so functions defined in the notebook work), the res
 exception comes back the same way. While it runs, the worker forwards what the activity
 prints and its heartbeats (each acknowledged once the journal holds it). A worker is reused
 for the next attempt; one past its timeout is killed with SIGKILL and replaced, so a hung
-attempt never keeps running in the background.
+attempt never keeps running in the background. Nor does one whose kernel died: a worker
+exits as soon as its kernel is gone (the resumed run runs the step again, and two attempts
+of one step must not run at once).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import linecache
+import marshal
 import os
 import signal
 import socket
@@ -20,6 +24,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -41,10 +46,13 @@ class _Worker:
     def __init__(self) -> None:
         parent, child = socket.socketpair()
         env = dict(os.environ)
-        # Modules the parent imports by path (the notebook's cwd, a test's folder).
+        # The parent's import path, in its order (the notebook's cwd, a test's folder), so
+        # a module name resolves to the same file in both. ``-P``: no cwd put before it,
+        # which would shadow the kernel's modules (a kernel keeps its cwd behind stdlib).
         env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "durable_nb.engine.process_pool", str(child.fileno())],
+            [sys.executable, "-P", "-m", "durable_nb.engine.process_pool",
+             str(child.fileno()), str(os.getpid())],
             pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
             start_new_session=False)
         child.close()
@@ -67,7 +75,8 @@ class _Worker:
     def run(self, attempt: Attempt) -> Outcome:
         __tracebackhide__ = True
         try:
-            call = cloudpickle.dumps((attempt.fn, attempt.args, attempt.kwargs, attempt.step))
+            call, sources = _dumps_call((attempt.fn, attempt.args, attempt.kwargs,
+                                         attempt.step))
         except Exception as exc:
             raise PayloadError(
                 f"cannot send the call of {attempt.step.activity}() at step "
@@ -79,6 +88,7 @@ class _Worker:
                 self.conn.recv_bytes()
                 self.ready = True
             started = time.monotonic()
+            self.conn.send_bytes(cloudpickle.dumps(sources))
             self.conn.send_bytes(call)
             answer = self._wait(attempt, started)
         except (EOFError, OSError) as exc:  # the pipe broke: the worker is gone
@@ -100,7 +110,9 @@ class _Worker:
         if kind == "ok":
             return Outcome(body)
         raised, remote_tb = body
-        raised.add_note(f"(raised in worker process {self.pid})\n{remote_tb}")
+        step = attempt.step
+        raised.add_note(f"(raised in worker process {self.pid}, running {step.activity}() at "
+                        f"step {step.seq} of run {step.run_id})\n{remote_tb}")
         raise raised
 
     def _wait(self, attempt: Attempt, started: float) -> tuple[str, Any]:
@@ -127,26 +139,30 @@ class _Worker:
 
 
 class ProcessExecutor:
-    """A pool of up to ``max_workers`` worker processes (default: the machine's cores)."""
+    """A pool of up to ``max_workers`` worker processes (default: the machine's cores).
+
+    The attempt loop holds one of ``slots`` from before it records an attempt's start to
+    after it records its end, so a step waiting for a worker is not journaled as started.
+    """
 
     name = "process"
 
     def __init__(self, max_workers: int | None = None) -> None:
         self.max_workers = max_workers or os.cpu_count() or 1
         self._idle: list[_Worker] = []
-        self._slots = threading.BoundedSemaphore(self.max_workers)
+        self.slots = threading.BoundedSemaphore(self.max_workers)
         self._lock = threading.Lock()
 
     def run(self, attempt: Attempt) -> Outcome:
+        """Run ``attempt`` on an idle worker (or a new one): the caller holds a slot."""
         __tracebackhide__ = True
-        with self._slots:
-            worker = self._take()
-            try:
-                return worker.run(attempt)
-            finally:
-                if worker.alive():
-                    with self._lock:
-                        self._idle.append(worker)
+        worker = self._take()
+        try:
+            return worker.run(attempt)
+        finally:
+            if worker.alive():
+                with self._lock:
+                    self._idle.append(worker)
 
     def _take(self) -> _Worker:
         with self._lock:
@@ -161,6 +177,43 @@ class ProcessExecutor:
             idle, self._idle = self._idle, []
         for worker in idle:
             worker.kill()
+
+
+class _CallPickler(cloudpickle.Pickler):
+    """cloudpickle, except that code keeps the name of its file (cloudpickle calls all
+    code ``<dynamic-code>``), so the worker's tracebacks say where each frame is."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file)
+        self.files: set[str] = set()
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, types.CodeType):
+            self.files.update(_code_files(obj))
+            return marshal.loads, (marshal.dumps(obj),)  # same interpreter on both ends
+        return super().reducer_override(obj)
+
+
+def _code_files(code: types.CodeType) -> set[str]:
+    files = {code.co_filename}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            files |= _code_files(const)
+    return files
+
+
+def _dumps_call(call: tuple[Any, ...]) -> tuple[bytes, dict[str, Any]]:
+    """The pickled call, and the source lines of its code that exists only in this
+    process's memory (notebook cells: no file a worker could read)."""
+    buffer = io.BytesIO()
+    pickler = _CallPickler(buffer)
+    pickler.dump(call)
+    sources = {}
+    for name in pickler.files:
+        entry = linecache.cache.get(name)
+        if entry is not None and len(entry) == 4 and entry[1] is None:
+            sources[name] = entry
+    return buffer.getvalue(), sources
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -186,10 +239,36 @@ class _Forward(io.TextIOBase):
         return len(text)
 
 
-def _serve(fd: int) -> None:
+PARENT_POLL = 0.05  # seconds between a worker's looks at whether its kernel still runs
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker when process ``parent`` (its kernel) is gone.
+
+    A SIGKILLed kernel cannot stop its workers, and an attempt would otherwise run on
+    until it next prints, heartbeats or returns, beside the attempt the resumed run starts
+    (both writing the same checkpoint). Polled, not ``PR_SET_PDEATHSIG``: that fires when
+    the kernel *thread* that started the worker ends, and pool threads come and go.
+    """
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    os._exit(1)
+
+
+def _serve(fd: int, parent: int) -> None:
+    conn = Connection(fd)
+    threading.Thread(target=_exit_with, args=(parent,), name="durable_nb:parent",
+                     daemon=True).start()
+    # EOF or a broken pipe: the kernel's end is closed, it is gone and so is our caller.
+    with contextlib.suppress(EOFError, OSError):
+        _serve_calls(conn)
+    # Not a normal exit: flushing the forwarded stdout/stderr would write to that pipe.
+    os._exit(0)
+
+
+def _serve_calls(conn: Connection) -> None:
     from durable_nb.engine.run import StepInfo
 
-    conn = Connection(fd)
     lock = threading.Lock()
     sys.stdout = _Forward(conn, "stdout", lock)
     sys.stderr = _Forward(conn, "stderr", lock)
@@ -200,10 +279,9 @@ def _serve(fd: int) -> None:
 
     send("ready", None)
     while True:
-        try:
-            fn, args, kwargs, step = cloudpickle.loads(conn.recv_bytes())
-        except EOFError:
-            return
+        # The cells its code comes from, for tracebacks (checkcache keeps such entries).
+        linecache.cache.update(cloudpickle.loads(conn.recv_bytes()))
+        fn, args, kwargs, step = cloudpickle.loads(conn.recv_bytes())
         assert isinstance(step, StepInfo)
 
         def beat(details: Any) -> None:
@@ -228,4 +306,4 @@ def _serve(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]))
+    _serve(int(sys.argv[1]), int(sys.argv[2]))

@@ -308,11 +308,14 @@ class RunContext:
 
     # -- run lifecycle ---------------------------------------------------------------------
     def check_stop(self) -> None:
-        """At a step boundary: stop if the run was cancelled or the user interrupted it."""
+        """At a step boundary: stop if the run was cancelled or the user interrupted it.
+
+        An interrupt stays requested for the rest of this execution: in a fan-out every
+        branch stops at its next boundary, not only the first one to get there.
+        """
         if self.run_id in self.client.cancelled:
             raise RunCancelled(f"run {self.run_id} was cancelled")
         if self._interrupt_requested:
-            self._interrupt_requested = False
             raise KeyboardInterrupt
 
     def cancel(self) -> None:
@@ -329,7 +332,8 @@ class RunContext:
         self._emit({"kind": "run_status", "status": "cancelling", "ts": time.time()})
 
     def request_interrupt(self) -> None:
-        """Ctrl-C for a run whose body runs on another thread: stop at the next boundary."""
+        """Ctrl-C for a run whose body runs on another thread: stop at the next boundary
+        (each of its threads, at its own)."""
         self._interrupt_requested = True
         self._wake.set()
 

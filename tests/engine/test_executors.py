@@ -346,3 +346,85 @@ def test_closing_the_process_pool_stops_its_workers(journal_home: Path):
     assert pid_alive(worker)
     executors.shutdown()
     wait_until(lambda: not pid_alive(worker), 5)
+
+
+def test_a_worker_process_imports_a_module_from_where_its_parent_does(
+        journal_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # One module name in two folders: the working directory, and a folder the parent
+    # puts first on its path (as a kernel does; it keeps its cwd behind the stdlib).
+    for folder in ("cwd", "first"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "dnb_twice.py").write_text(f"WHERE = {folder!r}\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.syspath_prepend(str(tmp_path / "first"))
+    import dnb_twice
+
+    @durable_nb.activity(executor="process")
+    def where() -> str:
+        import dnb_twice
+
+        return str(dnb_twice.WHERE)
+
+    assert dnb_twice.WHERE == "first"
+    assert open_run("imports").execute(where) == "first"
+
+
+@pytest.mark.parametrize("fanout", ["map", "submit"])
+def test_an_interrupt_stops_every_branch_of_a_fanout_at_its_next_step(
+        journal_home: Path, fanout: str):
+    started: list[int] = []
+    ctx = open_run(f"interrupted-{fanout}").configure(max_concurrency=8)
+
+    @durable_nb.activity
+    def step(i: int) -> int:
+        started.append(i)
+        if i == 20:
+            ctx.request_interrupt()  # Ctrl-C, as the kernel passes it to a running cell
+        time.sleep(0.01)
+        return i
+
+    def body() -> list[int]:
+        if fanout == "map":
+            return durable_nb.map(step, range(200), max_workers=8)
+        return durable_nb.gather([step.submit(i) for i in range(200)])
+
+    with pytest.raises(KeyboardInterrupt):
+        ctx.execute(body)
+    # Only the steps already in flight with step 20 (8 at once) began; no branch went on.
+    assert 20 < len(started) <= 28, sorted(started)
+    assert durable_nb.runs(workflow=f"interrupted-{fanout}").status[0] == "interrupted"
+
+
+def _most_running_at_once(run_id: str) -> int:
+    """The most steps the journal held as started and not yet ended, in event order."""
+    rows = durable_nb.sql("SELECT kind FROM events WHERE run_id = ? AND kind IN "
+                          "('step_started', 'step_completed', 'step_failed') ORDER BY id",
+                          [run_id])
+    running = most = 0
+    for kind in rows.kind:
+        running += 1 if kind == "step_started" else -1
+        most = max(most, running)
+    return most
+
+
+@pytest.mark.parametrize("limited_by", ["max_concurrency", "process-pool"])
+def test_a_step_waiting_for_a_slot_is_not_journaled_as_started(journal_home: Path,
+                                                               limited_by: str):
+    from durable_nb.engine.process_pool import ProcessExecutor
+
+    pool = ProcessExecutor(max_workers=2)
+
+    def nap(i: int) -> int:
+        time.sleep(0.05)
+        return i
+
+    step = (durable_nb.activity(nap, max_concurrency=2) if limited_by == "max_concurrency"
+            else durable_nb.activity(nap, executor=pool))
+    ctx = open_run(f"slots-{limited_by}")
+    try:
+        assert ctx.execute(lambda: durable_nb.map(step, range(24), max_workers=8)) \
+            == list(range(24))
+    finally:
+        pool.close()
+    # 8 threads, 2 slots: the 6 steps waiting for one have not started.
+    assert _most_running_at_once(ctx.run_id) == 2

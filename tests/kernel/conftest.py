@@ -57,6 +57,14 @@ def activity_cell(effects: Path, *, options: str = "", fail_on: int | None = Non
     )
 
 
+def logged(effects: Path, word: str) -> set[int]:
+    """The items with a ``word`` line (``start``, ``done``) in the side-effect log."""
+    if not effects.exists():
+        return set()
+    return {int(line.split()[1]) for line in effects.read_text().splitlines()
+            if line.split()[0] == word}
+
+
 def effect_counts(effects: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     for line in effects.read_text().splitlines():
