@@ -53,11 +53,15 @@ class DaskExecutor:
         __tracebackhide__ = True
         from distributed import fire_and_forget
 
+        from durable_nb.engine.process_pool import dumps_call
         from durable_nb.workers import dask_client
 
         home = self._home(attempt)
         client = dask_client(home)
-        future = client.submit(_run_task, str(home), attempt.fn, attempt.args, attempt.kwargs,
+        # Pickled as for a process worker: notebook code keeps its cell's file name, so the
+        # traceback of a failure shows the cell's lines, not <dynamic-code>.
+        call, _ = dumps_call((attempt.fn, attempt.args, attempt.kwargs))
+        future = client.submit(_run_task, str(home), call,
                                attempt.step, attempt.timeout, attempt.heartbeat_timeout,
                                attempt.safe_result, key=task_key(attempt.step), pure=False)
         fire_and_forget(future)  # runs to its end even if this kernel dies
@@ -87,11 +91,14 @@ def _journal(home: str) -> JournalClient:
         return client
 
 
-def _run_task(home: str, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-              step: StepInfo, timeout: float | None, heartbeat_timeout: float | None,
-              safe_result: bool = False) -> tuple[Any, str]:
+def _run_task(home: str, call: bytes, step: StepInfo, timeout: float | None,
+              heartbeat_timeout: float | None, safe_result: bool = False) -> tuple[Any, str]:
     """One attempt, on a Dask worker: run it, journal its completion, return its value."""
+    import cloudpickle
+
     from durable_nb.engine.attempts import completed_event, heartbeat_event
+
+    fn, args, kwargs = cloudpickle.loads(call)
 
     journal = _journal(home)
 

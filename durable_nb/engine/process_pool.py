@@ -75,7 +75,7 @@ class _Worker:
     def run(self, attempt: Attempt) -> Outcome:
         __tracebackhide__ = True
         try:
-            call, sources = _dumps_call((attempt.fn, attempt.args, attempt.kwargs,
+            call, sources = dumps_call((attempt.fn, attempt.args, attempt.kwargs,
                                          attempt.step))
         except Exception as exc:
             raise PayloadError(
@@ -202,7 +202,7 @@ def _code_files(code: types.CodeType) -> set[str]:
     return files
 
 
-def _dumps_call(call: tuple[Any, ...]) -> tuple[bytes, dict[str, Any]]:
+def dumps_call(call: tuple[Any, ...]) -> tuple[bytes, dict[str, Any]]:
     """The pickled call, and the source lines of its code that exists only in this
     process's memory (notebook cells: no file a worker could read)."""
     buffer = io.BytesIO()

@@ -90,6 +90,22 @@ def test_a_dask_failure_keeps_its_type_and_is_retried(home: Path, tmp_path: Path
     assert failed[0]["error"] == "ConnectionError: the database hung up"
 
 
+def test_a_worker_failure_shows_the_lines_of_the_code_that_raised(home: Path):
+    import traceback
+
+    @durable_nb.activity(executor="dask")
+    def parse(row: str) -> int:
+        return int(row)  # the line the traceback must show
+
+    ctx = open_run("dask-traceback")
+    with pytest.raises(ActivityFailed) as raised:
+        ctx.execute(lambda: parse("x"))
+    assert isinstance(raised.value.cause, ValueError)
+    text = "".join(traceback.format_exception(raised.value.cause))
+    assert f'File "{__file__}"' in text and "return int(row)  # the line" in text
+    assert "<dynamic-code>" not in text
+
+
 def test_a_dask_attempt_past_its_timeout_fails_on_the_worker(home: Path):
     @durable_nb.activity(executor="dask", timeout=0.5)
     def hangs() -> None:
