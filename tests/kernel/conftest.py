@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,3 +73,11 @@ def effect_counts(effects: Path) -> dict[str, int]:
     for line in effects.read_text().splitlines():
         counts[line] = counts.get(line, 0) + 1
     return counts
+
+
+async def view_shows(view: Any, text: str, timeout: float = 30.0) -> None:
+    """Wait until the live run view's table shows ``text``; fail naming what it shows."""
+    deadline = time.monotonic() + timeout
+    while text not in view.table.value:
+        assert time.monotonic() < deadline, f"{text!r} not in {view.table.value}"
+        await asyncio.sleep(0.05)

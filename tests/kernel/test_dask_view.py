@@ -20,6 +20,7 @@ from durable_nb.engine.progress import RunProgress
 from durable_nb.kernel.view import RunView
 from durable_nb.server.client import reset_default_client
 from tests.conftest import stop_server
+from tests.kernel.conftest import view_shows
 
 pytest.importorskip("distributed")
 
@@ -45,7 +46,6 @@ def test_the_view_shows_heartbeats_a_dask_worker_records_in_the_journal(home: Pa
     @durable_nb.activity(executor="dask")
     def fit(gates: str, epochs: int) -> str:
         import pathlib
-        import time
 
         for epoch in range(1, epochs + 1):
             durable_nb.heartbeat({"epoch": epoch, "of": epochs})
@@ -61,11 +61,6 @@ def test_the_view_shows_heartbeats_a_dask_worker_records_in_the_journal(home: Pa
     kinds: list[str] = []
     ctx.listeners.append(lambda _, ev: kinds.append(ev["kind"]))
 
-    async def shows(view: RunView, text: str) -> None:
-        deadline = time.monotonic() + 120
-        while text not in view.table.value:
-            assert time.monotonic() < deadline, f"{text!r} not in {view.table.value}"
-            await asyncio.sleep(0.1)
 
     async def main() -> RunView:
         view = RunView(RunProgress(ctx.run_id, ctx.workflow), ctx=ctx,
@@ -77,7 +72,7 @@ def test_the_view_shows_heartbeats_a_dask_worker_records_in_the_journal(home: Pa
         worker.start()
         try:
             for epoch in (1, 2, 3):
-                await shows(view, f"epoch {epoch}/3")
+                await view_shows(view, f"epoch {epoch}/3", timeout=120)
                 (gates / f"go-{epoch}").touch()
         finally:
             for epoch in (1, 2, 3):

@@ -15,6 +15,7 @@ from durable_nb.engine.identity import open_run
 from durable_nb.engine.progress import RunProgress, StepView, assign_lanes
 from durable_nb.kernel import render
 from durable_nb.kernel.view import RUN_MIME, RunSummary, RunView, Throttle
+from tests.kernel.conftest import view_shows
 
 
 def started(seq: int, ts: float = 0.0, **kw) -> dict:
@@ -253,11 +254,6 @@ def test_a_view_of_a_live_run_shows_the_heartbeats_of_its_running_step(journal_h
 
     ctx = open_run("beating")
 
-    async def shows(view: RunView, text: str) -> None:
-        deadline = time.monotonic() + 30
-        while text not in view.table.value:
-            assert time.monotonic() < deadline, f"{text!r} not in {view.table.value}"
-            await asyncio.sleep(0.05)
 
     async def main() -> RunView:
         view = RunView(RunProgress(ctx.run_id, ctx.workflow), ctx=ctx,
@@ -268,7 +264,7 @@ def test_a_view_of_a_live_run_shows_the_heartbeats_of_its_running_step(journal_h
             for epoch in (1, 2, 3):
                 await asyncio.to_thread(beat_seen.wait, 30)
                 beat_seen.clear()
-                await shows(view, f"epoch {epoch}/3")
+                await view_shows(view, f"epoch {epoch}/3")
                 go.set()
         finally:
             go.set()
