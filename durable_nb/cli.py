@@ -157,9 +157,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from durable_nb.server.client import default_client
 
     client = default_client()
-    listed = blobs.unreferenced(client.home, set(), args.grace)  # listed before the query
+    listed = blobs.old_blobs(client.home, args.grace)  # listed before the query
     referenced = {row["digest"] for row in client.query(blobs.REFERENCED_SQL).to_pylist()}
-    garbage = [b for b in listed if b.digest is None or b.digest not in referenced]
+    garbage = blobs.unreferenced(listed, referenced)
     deleted = [b for b in garbage if blobs.remove(b, args.grace)] if args.delete else []
     chosen = deleted if args.delete else garbage
     freed = sum(b.size for b in chosen)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from durable_nb.journal.heartbeat import stored_heartbeat
+from durable_nb.journal.text import shortened
 from durable_nb.server.client import JournalClient
 
 POLL_EVERY = 0.5  # seconds between looks at the journal
@@ -65,7 +66,7 @@ class RunLine:
             return progress.text
         if details is None:
             return None
-        return details if len(details) <= HEARTBEAT_CHARS else details[:HEARTBEAT_CHARS - 1] + "…"
+        return shortened(details, HEARTBEAT_CHARS)
 
 
 class WorkflowProgress:

@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -88,10 +87,10 @@ def start(home: Path, n_workers: int | None = None) -> dict[str, Any]:
         if info is not None:
             return info
         (home / WORKERS_FILE).unlink(missing_ok=True)
-        env = dict(os.environ)
+        from durable_nb.engine.process_pool import child_python
+
         # Modules the kernel imports by path (the notebook's folder) import in tasks too.
-        env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
-        command = [sys.executable, "-m", "durable_nb.workers", str(home)]
+        command, env = child_python("durable_nb.workers", str(home))
         if n_workers is not None:
             command += ["--workers", str(n_workers)]
         log = open(home / WORKERS_LOG, "ab")  # noqa: SIM115 - handed to the child

@@ -91,6 +91,8 @@ class AttemptRunner:
         name, policy = activity.name, activity.policy
         payload = stored_arguments(activity, call, seq)
         runner = executor(activity.executor or ctx.executor)
+        # A worker that journals the step's completion (and heartbeats) itself.
+        records_itself = bool(getattr(runner, "records_itself", False))
         ctx.record_code(activity)
         number, retries_left = first_attempt, policy.retries
         beats = [heartbeat]  # the latest recorded details, handed to the next attempt
@@ -109,17 +111,16 @@ class AttemptRunner:
             with self._slots(activity, runner):
                 describe = getattr(runner, "describe", None)
                 meta = {"executor": runner.name, **(describe(attempt) if describe else {})}
-                # A worker that journals the step's completion itself needs its start
-                # durable first (it writes through another connection).
+                # Such a worker needs the start durable first (it writes through another
+                # connection).
                 ctx.client.append([event(
                     ctx.run_id, "step_started", seq=seq, attempt=number, name=name,
                     args_hash=call.digest, code_hash=activity.code_hash,
                     **payload.columns(meta),
-                )], wait=bool(getattr(runner, "records_itself", False)))
+                )], wait=records_itself)
                 ctx._emit({"kind": "step_started", "seq": seq, "name": name,
                            "attempt": number, "args": payload.preview, "ts": time.time(),
-                           "beats_in_journal": bool(getattr(runner, "records_itself",
-                                                            False))})
+                           "beats_in_journal": records_itself})
                 on_run_thread = threading.current_thread() is ctx.thread
                 ctx.in_activity = ctx.in_activity or on_run_thread
                 try:
@@ -145,7 +146,7 @@ class AttemptRunner:
                 raise self.failure(seq, name, number, error_text(failed), failed,
                                    why=why) from failed
             retries_left -= 1
-            if getattr(runner, "records_itself", False):  # its heartbeats too
+            if records_itself:  # the next attempt reads the heartbeats it journaled
                 from durable_nb.engine.history import recorded_step
 
                 rec = recorded_step(ctx.client, ctx.run_id, seq)

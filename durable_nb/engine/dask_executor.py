@@ -59,7 +59,9 @@ class DaskExecutor:
         home = self._home(attempt)
         client = dask_client(home)
         # Pickled as for a process worker: notebook code keeps its cell's file name, so the
-        # traceback of a failure shows the cell's lines, not <dynamic-code>.
+        # traceback of a failure shows the cell's lines, not <dynamic-code> (code objects
+        # go as marshal data: workers run the kernel's Python version, as cloudpickle's
+        # code by value needs anyway).
         call, _ = dumps_call((attempt.fn, attempt.args, attempt.kwargs))
         future = client.submit(_run_task, str(home), call,
                                attempt.step, attempt.timeout, attempt.heartbeat_timeout,
@@ -99,16 +101,15 @@ def _run_task(home: str, call: bytes, step: StepInfo, timeout: float | None,
     from durable_nb.engine.attempts import completed_event, heartbeat_event
 
     fn, args, kwargs = cloudpickle.loads(call)
-
-    journal = _journal(home)
+    journal, root = _journal(home), Path(home)
 
     def record(details: Any) -> None:
-        journal.append([heartbeat_event(step, details, Path(home))[0]], wait=True)
+        journal.append([heartbeat_event(step, details, root)[0]], wait=True)
 
     attempt = Attempt(fn, args, kwargs, step, timeout=timeout,
-                      heartbeat_timeout=heartbeat_timeout, record_beat=record, home=Path(home))
+                      heartbeat_timeout=heartbeat_timeout, record_beat=record, home=root)
     outcome = ThreadExecutor().run(attempt)  # enforces the timeouts here, on the worker
-    done, preview = completed_event(step, outcome.value, Path(home), safe=safe_result)
+    done, preview = completed_event(step, outcome.value, root, safe=safe_result)
     journal.append([done], wait=True)
     return outcome.value, preview
 

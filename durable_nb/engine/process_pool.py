@@ -42,18 +42,23 @@ class RemoteError(Exception):
     """An exception raised in a worker that could not travel back as itself."""
 
 
+def child_python(module: str, *args: str) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of a Python child that imports what this process does:
+    its import path in its order (the notebook's cwd, a test's folder), so a module name
+    resolves to the same file in both. ``-P``: no cwd put before it, which would shadow
+    this process's modules (a kernel keeps its cwd behind the standard library)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+    return [sys.executable, "-P", "-m", module, *args], env
+
+
 class _Worker:
     def __init__(self) -> None:
         parent, child = socket.socketpair()
-        env = dict(os.environ)
-        # The parent's import path, in its order (the notebook's cwd, a test's folder), so
-        # a module name resolves to the same file in both. ``-P``: no cwd put before it,
-        # which would shadow the kernel's modules (a kernel keeps its cwd behind stdlib).
-        env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+        command, env = child_python("durable_nb.engine.process_pool", str(child.fileno()),
+                                    str(os.getpid()))
         self.proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "durable_nb.engine.process_pool",
-             str(child.fileno()), str(os.getpid())],
-            pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
+            command, pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
             start_new_session=False)
         child.close()
         self.conn = Connection(parent.detach())

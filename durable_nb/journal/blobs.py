@@ -372,16 +372,20 @@ REFERENCED_SQL = """
 DEFAULT_GRACE = 3600.0  # seconds
 
 
-def unreferenced(home: Path, referenced: set[str], grace: float) -> list[StoredBlob]:
-    """Blob files no event references and temporary files, older than ``grace`` seconds.
+def old_blobs(home: Path, grace: float) -> list[StoredBlob]:
+    """Blob files and temporary files older than ``grace`` seconds.
 
     A blob is written just before the event that references it is appended (and an
     existing one is touched when reused), so a young file may be about to be referenced:
-    the grace period spares it. List the files before querying ``referenced``: an event
-    appended in between then references a file that is young.
+    the grace period spares it. List the files before querying which digests are
+    referenced: an event appended in between then references a file that is young.
     """
-    return [b for b in stored_blobs(home)
-            if (b.digest is None or b.digest not in referenced) and b.age >= grace]
+    return [b for b in stored_blobs(home) if b.age >= grace]
+
+
+def unreferenced(listed: list[StoredBlob], referenced: set[str]) -> list[StoredBlob]:
+    """The ``listed`` files no event references (temporary files among them)."""
+    return [b for b in listed if b.digest is None or b.digest not in referenced]
 
 
 def remove(blob: StoredBlob, grace: float) -> bool:

@@ -30,7 +30,7 @@ from durable_nb.errors import PayloadError
 from durable_nb.journal import blobs, crypto
 from durable_nb.journal.blobs import BlobRef
 from durable_nb.journal.home import journal_home
-from durable_nb.journal.text import is_storable_text, storable_text
+from durable_nb.journal.text import is_storable_text, shortened, storable_text
 
 PREVIEW_CHARS = 200
 
@@ -87,7 +87,7 @@ def preview(value: Any) -> str:
     except Exception as exc:  # a broken __repr__ must not fail the step
         text = f"<{type(value).__name__} (repr failed: {exc!r})>"
     text = storable_text(text)
-    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+    return shortened(text, PREVIEW_CHARS)
 
 
 def encode(value: Any, *, what: str, home: Path | None = None,
@@ -364,6 +364,9 @@ class CallEncoding:
                     self._plain = preview(self.named).encode()
         return self._plain
 
+    def _plain_digest(self) -> str:
+        return CALL_DIGEST_PREFIX + hashlib.sha256(self._digested()).hexdigest()[:32]
+
     @property
     def digest(self) -> str:
         """The digest recorded with the step: keyed in an encrypted journal, so that a
@@ -371,8 +374,7 @@ class CallEncoding:
         if self._digest is None:
             sealer = _sealer(self.home)
             if sealer is None:
-                self._digest = (CALL_DIGEST_PREFIX
-                                + hashlib.sha256(self._digested()).hexdigest()[:32])
+                self._digest = self._plain_digest()
             else:  # over sorted keys: dicts built in another order are the same call
                 keyed = (json.dumps(self.named, sort_keys=True, separators=(",", ":")).encode()
                          if self._text is not None else self._digested())
@@ -404,8 +406,7 @@ class CallEncoding:
         if recorded is not None and recorded.startswith(KEYED_DIGEST_PREFIX):
             return recorded == self.digest
         if recorded is None or recorded.startswith(CALL_DIGEST_PREFIX):
-            plain = CALL_DIGEST_PREFIX + hashlib.sha256(self._digested()).hexdigest()[:32]
-            if recorded == plain:  # (recorded before the journal was encrypted, maybe)
+            if recorded == self._plain_digest():  # (maybe from before encryption)
                 return True
             # The same values with dict keys in another order hash differently.
             return (recorded is not None and recorded_json is not None

@@ -261,9 +261,10 @@ def sealer(home: Path) -> Sealer | None:
                     f"{KEY_ENV} is set on this machine but the journal it reaches is not "
                     "encrypted; turn encryption on where the journal lives (record a step "
                     "with the key set there), or unset the key here.")
+            from durable_nb.server.auth import KEYS_LOCK
             from durable_nb.server.discovery import file_lock
 
-            with file_lock(home / "keys.lock"):
+            with file_lock(home / KEYS_LOCK):
                 config = read_config(home)
                 if config is None:
                     config = wrap_config(os.urandom(32), os.urandom(_ID_LEN), key)

@@ -34,6 +34,11 @@ def unstorable_part(text: str) -> str | None:
     return None if m is None else f"a lone surrogate U+{ord(m[0]):04X} at position {m.start()}"
 
 
+def shortened(text: str, chars: int) -> str:
+    """``text``, cut to at most ``chars`` characters with an ellipsis when longer."""
+    return text if len(text) <= chars else text[:chars - 1] + "…"
+
+
 def storable_text(text: str) -> str:
     """``text`` with every lone surrogate written as a backslash escape.
 

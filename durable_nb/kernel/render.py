@@ -10,6 +10,7 @@ import html
 import time
 
 from durable_nb.engine.progress import RunProgress, StepView, assign_lanes
+from durable_nb.journal.text import shortened
 
 MAX_ROWS = 50
 
@@ -95,9 +96,7 @@ def heartbeat_html(step: StepView, now: float | None = None) -> str:
                      f'width:{step.progress.fraction * 100:.1f}%"></span></span>')
         parts.append(f"<b>{esc(step.progress.text)}</b>")
     if step.heartbeat:
-        shown = step.heartbeat if len(step.heartbeat) <= HEARTBEAT_CHARS else (
-            step.heartbeat[:HEARTBEAT_CHARS - 1] + "…")
-        parts.append(f"<code>{esc(shown)}</code>")
+        parts.append(f"<code>{esc(shortened(step.heartbeat, HEARTBEAT_CHARS))}</code>")
     parts.append(esc(age_text(now - step.heartbeat_at)))
     count = f"latest of {step.heartbeats} heartbeat{'s' * (step.heartbeats != 1)}"
     return (f'<div class="dnb-heartbeat" title="{esc(count)}">'
