@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from durable_nb.testing import KernelSession
-from durable_nb.testing.kernel import wait_for_file_text
+from durable_nb.testing.kernel import CellResult, wait_for_file_text
 from tests.kernel.conftest import activity_cell, effect_counts, restart
 
 pytest.importorskip("distributed")
@@ -20,18 +20,30 @@ WORKFLOW = (
 )
 
 
+def kill_while_running(kernel: KernelSession, effects: Path, steps: int, seq: int,
+                       sleep: float) -> None:
+    """Run a sweep of ``steps`` Dask steps of ``sleep`` s each; SIGKILL the kernel once
+    step ``seq`` has started on its worker."""
+    kernel.run(activity_cell(effects, options="--executor dask", sleep=sleep)).raise_for_error()
+    kernel.submit(WORKFLOW.format(n=steps))
+    wait_for_file_text(effects, f"start {seq}\n", timeout=120)
+    kernel.kill()
+
+
+def rerun(kernel: KernelSession, effects: Path, steps: int) -> CellResult:
+    """The sweep's cells run again in the (restarted) kernel."""
+    kernel.run(activity_cell(effects, options="--executor dask", sleep=0)).raise_for_error()
+    return kernel.run(WORKFLOW.format(n=steps)).raise_for_error()
+
+
 def test_a_dask_step_running_when_the_kernel_dies_completes_and_is_replayed(
         kernel: KernelSession, effects: Path):
-    kernel.run(activity_cell(effects, options="--executor dask", sleep=3)).raise_for_error()
-    kernel.submit(WORKFLOW.format(n=3))
-    wait_for_file_text(effects, "start 1\n", timeout=120)
-    kernel.kill()
+    kill_while_running(kernel, effects, steps=3, seq=1, sleep=3)
     # The task runs on on its worker, and journals its result, with no kernel alive.
     wait_for_file_text(effects, "done 1\n", timeout=60)
 
     restart(kernel)
-    kernel.run(activity_cell(effects, options="--executor dask", sleep=0)).raise_for_error()
-    out = kernel.run(WORKFLOW.format(n=3)).raise_for_error()
+    out = rerun(kernel, effects, steps=3)
     assert "dasksweep-1 completed: 3 steps (2 replayed, 1 ran)" in out.stdout
     results = json.loads(kernel.run("import json; print(json.dumps(results))")
                          .raise_for_error().stdout)
@@ -42,15 +54,11 @@ def test_a_dask_step_running_when_the_kernel_dies_completes_and_is_replayed(
 
 def test_a_resumed_run_waits_for_its_step_still_running_on_dask(
         kernel: KernelSession, effects: Path):
-    kernel.run(activity_cell(effects, options="--executor dask", sleep=6)).raise_for_error()
-    kernel.submit(WORKFLOW.format(n=2))
-    wait_for_file_text(effects, "start 0\n", timeout=120)
-    kernel.kill()
+    kill_while_running(kernel, effects, steps=2, seq=0, sleep=6)
 
     restart(kernel)  # back while step 0 still runs on its worker
     assert "done 0" not in effects.read_text()
-    kernel.run(activity_cell(effects, options="--executor dask", sleep=0)).raise_for_error()
-    out = kernel.run(WORKFLOW.format(n=2)).raise_for_error()
+    out = rerun(kernel, effects, steps=2)
     assert "still running on the Dask cluster" in out.stdout + out.stderr
     assert "waiting for it instead of running it again" in out.stdout + out.stderr
     assert "dasksweep-1 completed: 2 steps (1 replayed, 1 ran)" in out.stdout
