@@ -60,6 +60,7 @@ class Activity(Generic[P, R]):
             self._signature: inspect.Signature | None = inspect.signature(fn)
         except (TypeError, ValueError):
             self._signature = None
+        self._by_position = _by_position(self._signature)
         functools.update_wrapper(self, fn)
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -68,6 +69,10 @@ class Activity(Generic[P, R]):
         Only ``*args`` becomes a list: a tuple passed as an argument stays a tuple, so it
         is recorded (and compared on replay) as the tuple it is.
         """
+        if not kwargs and self._by_position is not None:  # the common call: f(a, b)
+            names, required = self._by_position
+            if required <= len(args) <= len(names):
+                return dict(zip(names, args, strict=False))
         if self._signature is not None:
             try:
                 bound = self._signature.bind(*args, **kwargs).arguments
@@ -100,6 +105,20 @@ class Activity(Generic[P, R]):
     def __repr__(self) -> str:
         on = f" executor={self.executor}" if self.executor else ""
         return f"<activity {self.name} retries={self.policy.retries}{on}>"
+
+
+def _by_position(signature: inspect.Signature | None) -> tuple[tuple[str, ...], int] | None:
+    """The names of the parameters a positional call binds, and how many it must pass;
+    None when such a call may need more than that (a required keyword-only parameter)."""
+    if signature is None:
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = list(signature.parameters.values())
+    if any(p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is p.empty for p in params):
+        return None
+    names = tuple(p.name for p in params if p.kind in positional)
+    required = sum(1 for p in params if p.kind in positional and p.default is p.empty)
+    return names, required
 
 
 _plain: ThreadPoolExecutor | None = None

@@ -13,6 +13,7 @@ import contextlib
 import threading
 import time
 import traceback
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,9 @@ def heartbeat_event(step: StepInfo, details: Any, home: Path) -> tuple[Event, st
                  name=step.activity, **payload.columns()), payload.preview
 
 
+LATER = object()  # returned instead of a value that goes to the step's future once durable
+
+
 class AttemptRunner:
     """Runs the live attempts of ``ctx``'s steps."""
 
@@ -83,7 +87,12 @@ class AttemptRunner:
 
     def run(self, seq: int, activity: Activity[Any, Any], args: tuple[Any, ...],
             kwargs: dict[str, Any], call: CallEncoding, first_attempt: int,
-            heartbeat: Any = None) -> Any:
+            heartbeat: Any = None, into: Future[Any] | None = None) -> Any:
+        """Run the step's attempts; its value once durable. With ``into`` (a submitted
+        step) the journal's acknowledgement is not waited for: this returns ``LATER``
+        and the value goes to ``into`` when the completion is durable, so the thread
+        takes the next step meanwhile and the completions of many steps share one
+        request and one sync."""
         __tracebackhide__ = True
         from durable_nb.engine.run import StepInfo
 
@@ -111,16 +120,18 @@ class AttemptRunner:
             with self._slots(activity, runner):
                 describe = getattr(runner, "describe", None)
                 meta = {"executor": runner.name, **(describe(attempt) if describe else {})}
-                # Such a worker needs the start durable first (it writes through another
-                # connection).
-                ctx.client.append([event(
-                    ctx.run_id, "step_started", seq=seq, attempt=number, name=name,
-                    args_hash=call.digest, code_hash=activity.code_hash,
-                    **payload.columns(meta),
-                )], wait=records_itself)
-                ctx._emit({"kind": "step_started", "seq": seq, "name": name,
-                           "attempt": number, "args": payload.preview, "ts": time.time(),
-                           "beats_in_journal": records_itself})
+                started = event(ctx.run_id, "step_started", seq=seq, attempt=number,
+                                name=name, args_hash=call.digest,
+                                code_hash=activity.code_hash, **payload.columns(meta))
+                if into is not None and not records_itself:
+                    ctx.client.commit([started])  # with the batch its completion joins
+                else:  # such a worker needs the start durable first (it writes through
+                    # another connection)
+                    ctx.client.append([started], wait=records_itself)
+                if ctx.listeners:
+                    ctx._emit({"kind": "step_started", "seq": seq, "name": name,
+                               "attempt": number, "args": payload.preview, "ts": time.time(),
+                               "beats_in_journal": records_itself})
                 on_run_thread = threading.current_thread() is ctx.thread
                 ctx.in_activity = ctx.in_activity or on_run_thread
                 try:
@@ -140,7 +151,7 @@ class AttemptRunner:
                     if on_run_thread:
                         ctx.in_activity = False
                 if failed is None:
-                    return self._complete(attempt, outcome)
+                    return self._complete(attempt, outcome, into)
             # A failed attempt: retry (after its backoff, without holding a slot) or fail.
             if retries_left == 0 or why:
                 raise self.failure(seq, name, number, error_text(failed), failed,
@@ -154,31 +165,50 @@ class AttemptRunner:
             ctx._wake.wait(policy.delay(policy.retries - retries_left))
             number += 1
 
-    def _complete(self, attempt: Attempt, outcome: Outcome) -> Any:
+    def _complete(self, attempt: Attempt, outcome: Outcome, into: Future[Any] | None) -> Any:
         ctx, step = self.ctx, attempt.step
-        seq, number, name = step.seq, step.attempt, step.activity
         shown = outcome.recorded
         if shown is None:
             try:
                 done, shown = completed_event(step, outcome.value, ctx.client.home,
                                               safe=attempt.safe_result)
             except PayloadError as exc:
-                self.record_failure(seq, number, name, exc, final=True)
+                self.record_failure(step.seq, step.attempt, step.activity, exc, final=True)
                 raise
             # The durability rule: durable before the workflow sees it.
+            if into is not None:
+                preview = shown
+
+                def durable(error: BaseException | None) -> None:
+                    if error is not None:
+                        into.set_exception(error)
+                    else:
+                        self._completed(step, preview)
+                        into.set_result(outcome.value)
+
+                ctx.client.commit([done], durable)
+                return LATER
             ctx.client.append([done], wait=True)
-        ctx.executed += 1
-        ctx._emit({"kind": "step_completed", "seq": seq, "name": name, "attempt": number,
-                   "result": shown, "ts": time.time()})
+        self._completed(step, shown)
         return outcome.value
 
-    def _slots(self, activity: Activity[Any, Any], runner: Executor) -> contextlib.ExitStack:
+    def _completed(self, step: StepInfo, shown: str) -> None:
+        self.ctx.executed += 1
+        if self.ctx.listeners:
+            self.ctx._emit({"kind": "step_completed", "seq": step.seq, "name": step.activity,
+                            "attempt": step.attempt, "result": shown, "ts": time.time()})
+
+    def _slots(self, activity: Activity[Any, Any],
+               runner: Executor) -> contextlib.AbstractContextManager[Any]:
         """Hold the activity's and the run's concurrency slots for one attempt, and the
         executor's (a worker process of the pool) when it has them."""
+        limits = [limit for limit in (activity.limit, self.ctx.limit,
+                                      getattr(runner, "slots", None)) if limit is not None]
+        if not limits:
+            return contextlib.nullcontext()
         stack = contextlib.ExitStack()
-        for limit in (activity.limit, self.ctx.limit, getattr(runner, "slots", None)):
-            if limit is not None:
-                stack.enter_context(limit)
+        for limit in limits:
+            stack.enter_context(limit)
         return stack
 
     def _recorder(self, step: Any, beats: list[Any]) -> Any:

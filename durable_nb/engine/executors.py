@@ -166,6 +166,9 @@ def executor(name: str | Executor) -> Executor:
     """The executor called ``name`` (one per kernel), or ``name`` itself if it is one."""
     if not isinstance(name, str):
         return name
+    found = _shared.get(name)
+    if found is not None:
+        return found
     with _lock:
         found = _shared.get(name)
         if found is None:

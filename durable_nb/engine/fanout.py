@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextvars
+import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from durable_nb.engine.activity import Activity
 from durable_nb.engine.executors import check_limit
 from durable_nb.engine.futures import StepFuture, gather
-from durable_nb.engine.run import current_run
+from durable_nb.engine.run import RunContext, current_run
 
 
 def map(activity: Activity[Any, Any], items: Iterable[Any], *,  # noqa: A001 - mirrors builtin
@@ -32,12 +34,43 @@ def map(activity: Activity[Any, Any], items: Iterable[Any], *,  # noqa: A001 - m
         return []
     ctx = current_run()
     workers = max_workers or min(32, len(values))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="durable_nb.map") as pool:
-        if ctx is None:
-            futures = [StepFuture(pool.submit(activity.fn, v), None, activity.name)
-                       for v in values]
-        else:
-            first = ctx.reserve(len(values))
-            futures = [ctx.submit(activity, (v,), {}, first + i, pool=pool)
-                       for i, v in enumerate(values)]
-        return gather(futures)
+    if ctx is None:
+        with ThreadPoolExecutor(max_workers=workers,
+                                thread_name_prefix="durable_nb.map") as pool:
+            return gather([StepFuture(pool.submit(activity.fn, v), None, activity.name)
+                           for v in values])
+    first = ctx.reserve(len(values))
+    prepared = [ctx.prepare(activity, (v,), {}, first + i) for i, v in enumerate(values)]
+    _run_all(ctx, [live for _, live in prepared if live is not None], workers)
+    return gather([StepFuture(future, first + i, activity.name)
+                   for i, (future, _) in enumerate(prepared)])
+
+
+def _run_all(ctx: RunContext, steps: list[Callable[[], None]], workers: int) -> None:
+    """Run ``steps`` on ``workers`` threads, each taking the next step as it is free.
+
+    A thread does not wait for the journal to acknowledge a step before it takes the
+    next (the step's future gets its value then), so short steps share requests and
+    syncs. An interrupt here stops every thread at its next step boundary.
+    """
+    if not steps:
+        return
+    queue = iter(steps)  # next() on a list iterator is atomic: each step runs once
+
+    def work() -> None:
+        for step in queue:
+            step()
+
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(work,),
+                                name=f"durable_nb.map-{n}", daemon=True)
+               for n in range(min(workers, len(steps)))]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        ctx.request_interrupt()
+        for thread in threads:
+            thread.join()
+        raise

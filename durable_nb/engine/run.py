@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import threading
 import time
 import traceback
@@ -18,12 +19,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from durable_nb.engine.attempts import AttemptRunner, encode_arguments
+from durable_nb.engine.attempts import LATER, AttemptRunner, encode_arguments
 from durable_nb.engine.executors import Executor, check_executor, check_limit
 from durable_nb.engine.futures import StepFuture
 from durable_nb.engine.history import StepRecord, steps_before
 from durable_nb.engine.inputs import Input, recorded_inputs
 from durable_nb.errors import NondeterminismError, RunCancelled, RunFinished
+from durable_nb.journal import settings
 from durable_nb.journal.codec import CallEncoding, preview, recorded_error
 from durable_nb.journal.schema import event
 from durable_nb.server.client import JournalClient
@@ -139,7 +141,7 @@ class RunContext:
         self.limit: threading.BoundedSemaphore | None = None
         self.attempts = AttemptRunner(self)
         self._submitted: ThreadPoolExecutor | None = None
-        self._pending: list[Future[Any]] = []
+        self._pending: list[tuple[Future[Any], Future[Any]]] = []  # (pool task, step)
 
     def configure(self, *, executor: str | Executor | None = None,
                   max_concurrency: int | None = None) -> RunContext:
@@ -164,20 +166,26 @@ class RunContext:
             return seq
 
     def call(self, activity: Activity[Any, Any], args: tuple[Any, ...],
-             kwargs: dict[str, Any], seq: int | None = None) -> Any:
+             kwargs: dict[str, Any], seq: int | None = None,
+             into: Future[Any] | None = None) -> Any:
+        """The step's value (replayed, or run live and durable); with ``into``, a live
+        step may instead return ``LATER`` and hand its value to ``into`` once durable."""
         __tracebackhide__ = True
         if seq is None:
             seq = self.reserve()
         self.check_stop()
         call = encode_arguments(activity, args, kwargs, seq, self.client.home)
-        with self._lock:
-            rec = self.steps.get(seq)
-            same = rec is not None and rec.name == activity.name and call.matches(
-                rec.args_hash, rec.args_json, args, kwargs)
-            if self.mode == "replay" and (
-                    rec is None or rec.status not in ("completed", "failed") or not same):
-                self._fork(seq)
-                rec = None
+        if self.mode == "resume" and seq not in self.steps:
+            rec = None  # a new step (a run in resume mode stays so: no lock needed)
+        else:
+            with self._lock:
+                rec = self.steps.get(seq)
+                same = rec is not None and rec.name == activity.name and call.matches(
+                    rec.args_hash, rec.args_json, args, kwargs)
+                if self.mode == "replay" and (
+                        rec is None or rec.status not in ("completed", "failed") or not same):
+                    self._fork(seq)
+                    rec = None
         if rec is not None:
             if not same:
                 raise NondeterminismError(self._divergence(seq, rec, activity, call))
@@ -206,32 +214,52 @@ class RunContext:
                                             rec.recorded_exception())
         return self.attempts.run(seq, activity, args, kwargs, call,
                                  first_attempt=rec.attempts + 1 if rec else 1,
-                                 heartbeat=rec.heartbeat(self.client.home) if rec else None)
+                                 heartbeat=rec.heartbeat(self.client.home) if rec else None,
+                                 into=into)
 
     def submit(self, activity: Activity[Any, Any], args: tuple[Any, ...],
-               kwargs: dict[str, Any], seq: int | None = None,
-               pool: ThreadPoolExecutor | None = None) -> StepFuture[Any]:
+               kwargs: dict[str, Any], seq: int | None = None) -> StepFuture[Any]:
         """Start a step without waiting for it: its number is taken now, in call order.
 
         A recorded step resolves at once, on this thread; a live one runs on the run's
-        pool (or ``pool``), within the activity's and the run's concurrency limits.
+        pool, within the activity's and the run's concurrency limits.
         """
         if seq is None:
             seq = self.reserve()
+        future, live = self.prepare(activity, args, kwargs, seq)
+        if live is not None:
+            task = self._pool().submit(contextvars.copy_context().run, live)
+            with self._lock:
+                self._pending.append((task, future))
+        return StepFuture(future, seq, activity.name)
+
+    def prepare(self, activity: Activity[Any, Any], args: tuple[Any, ...],
+                kwargs: dict[str, Any], seq: int) -> tuple[Future[Any], Callable[[], None] | None]:
+        """Step ``seq``'s future, and what runs it live (None: recorded, resolved now).
+
+        Run on some thread, a live step's outcome goes to the future: its value once the
+        journal holds it, which may be after the step's thread went on to another step.
+        """
         future: Future[Any] = Future()
         rec = self.steps.get(seq)
-        if rec is not None and rec.status == "completed":
-            try:
-                future.set_result(self.call(activity, args, kwargs, seq))
-            except BaseException as exc:  # a divergence: raised where the result is read
-                future.set_exception(exc)
+        if rec is None or rec.status != "completed":
+            return future, functools.partial(self._step_into, future, activity, args,
+                                             kwargs, seq)
+        try:
+            future.set_result(self.call(activity, args, kwargs, seq))
+        except BaseException as exc:  # a divergence: raised where the result is read
+            future.set_exception(exc)
+        return future, None
+
+    def _step_into(self, future: Future[Any], activity: Activity[Any, Any],
+                   args: tuple[Any, ...], kwargs: dict[str, Any], seq: int) -> None:
+        try:
+            value = self.call(activity, args, kwargs, seq, into=future)
+        except BaseException as exc:
+            future.set_exception(exc)
         else:
-            context = contextvars.copy_context()
-            future = (pool or self._pool()).submit(context.run, self.call, activity, args,
-                                                   kwargs, seq)
-            with self._lock:
-                self._pending.append(future)
-        return StepFuture(future, seq, activity.name)
+            if value is not LATER:
+                future.set_result(value)
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -247,10 +275,10 @@ class RunContext:
         with self._lock:
             pending, self._pending = self._pending, []
             pool, self._submitted = self._submitted, None
-        for future in pending:
-            if cancel:
+        for task, future in pending:
+            if cancel and task.cancel():
                 future.cancel()
-        for future in pending:
+        for _, future in pending:
             with contextlib.suppress(BaseException):
                 future.result()
         if pool is not None:
@@ -345,7 +373,8 @@ class RunContext:
         _run_threads[threading.get_ident()] = self
         try:
             try:
-                value = body()
+                with settings.per_run():  # the key and the blob threshold, read once
+                    value = body()
             except BaseException:
                 self._drain(cancel=True)
                 raise

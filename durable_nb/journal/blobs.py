@@ -48,6 +48,7 @@ from typing import Any
 import cloudpickle
 
 from durable_nb.errors import BlobCorrupted, ConfigurationError, JournalUnavailable
+from durable_nb.journal import settings
 
 BLOB_DIR = "blobs"
 THRESHOLD_ENV = "DURABLE_NB_BLOB_THRESHOLD"
@@ -86,7 +87,11 @@ class BlobRef:
 
 
 def threshold() -> int:
-    """Payloads larger than this many bytes are stored as blobs."""
+    """Payloads larger than this many bytes are stored as blobs (read once per run)."""
+    return settings.once("blob_threshold", _read_threshold)
+
+
+def _read_threshold() -> int:
     text = os.environ.get(THRESHOLD_ENV)
     if text is None or not text.strip():
         return DEFAULT_THRESHOLD

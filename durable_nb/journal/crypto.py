@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from durable_nb.errors import EncryptionKeyError
+from durable_nb.journal import settings
 
 KEY_ENV = "DURABLE_NB_KEY"
 KEY_FILE_ENV = "DURABLE_NB_KEY_FILE"
@@ -233,7 +234,12 @@ _lock = threading.Lock()
 
 def sealer(home: Path) -> Sealer | None:
     """The sealer of ``home``'s journal, or None when it is not encrypted and no key is
-    set. A journal is made encrypted by the first payload recorded with a key set."""
+    set. A journal is made encrypted by the first payload recorded with a key set. A run
+    finds it once (``settings.per_run``)."""
+    return settings.once(("sealer", home), lambda: _find_sealer(home))
+
+
+def _find_sealer(home: Path) -> Sealer | None:
     from durable_nb.server import remote
 
     found = user_key()

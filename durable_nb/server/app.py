@@ -155,15 +155,30 @@ class JournalServer:
         return {}
 
     def op_append(self, msg: dict[str, Any]) -> dict[str, Any]:
-        events = msg["events"]
-        if not isinstance(events, list):
-            raise ValueError("'events' must be a list of events")
-        for ev in events:
-            check_event(ev)
-        ids = self._stage(events)
-        cancelled = sorted({e["run_id"] for e in events
-                            if (s := self.runs.get(e["run_id"])) and s.status == "cancelled"})
-        return {"ids": ids, "cancelled": cancelled}
+        """Stage ``events`` (all or none of them), or each list of ``groups`` on its own:
+        a client's batch of appends from many threads, where one malformed group is
+        refused alone (``refused`` lists its index and error) and the others are taken."""
+        groups = msg["groups"] if "groups" in msg else [msg["events"]]
+        if not isinstance(groups, list) or not groups:
+            raise ValueError("'groups' must be a non-empty list of lists of events")
+        ids: list[int] = []
+        refused: list[dict[str, Any]] = []
+        cancelled: set[str] = set()
+        for index, events in enumerate(groups):
+            try:
+                if not isinstance(events, list):
+                    raise ValueError("'events' must be a list of events")
+                for ev in events:
+                    check_event(ev)
+            except ValueError as exc:
+                if "groups" not in msg:
+                    raise
+                refused.append({"index": index, "type": type(exc).__name__, "error": str(exc)})
+                continue
+            ids += self._stage(events)
+            cancelled.update(e["run_id"] for e in events
+                             if (s := self.runs.get(e["run_id"])) and s.status == "cancelled")
+        return {"ids": ids, "cancelled": sorted(cancelled), "refused": refused}
 
     def op_create_run(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Allocate ``<workflow>-<n>`` and record the run's start, atomically across clients."""

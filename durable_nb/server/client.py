@@ -19,6 +19,7 @@ import select
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ START_NOTICE = 5.0  # seconds of a server start before the client says it still 
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: enum arithmetic is slow
 POLL_MS = 200
 REMOTE_HEARTBEAT_MS = 2000  # a remote server silent for 3 of these counts as gone
+COMMITTER_IDLE = 5.0  # seconds the committer thread stays with nothing in flight
 BLOB_CHUNK = 4 << 20  # bytes of a blob per put_blob request (what the server holds at once)
 
 
@@ -76,6 +78,14 @@ class JournalClient:
         self._unacked: dict[int, bytes] = {}  # in send order
         self._noreply: set[int] = set()
         self.cancelled: set[str] = set()
+        # Group commit of appends nobody blocks on (``commit``): they wait in ``_outbox``
+        # while one batch of them is in flight, then go as the next batch, one request.
+        self._outbox: list[tuple[str, Committed | None]] = []  # (JSON of the events, then)
+        self._outbox_lock = threading.Lock()
+        self._sending = False  # a batch is in flight: its answer sends the outbox
+        self._batches: dict[int, list[Committed | None]] = {}  # in flight, by request id
+        self._finished: list[tuple[list[Committed | None], dict[str, Any]]] = []
+        self._committer: threading.Thread | None = None  # runs what _finished holds
         self.closed = False
         self._token = uuid.uuid4().hex  # this connection, among others of the same process
 
@@ -86,6 +96,9 @@ class JournalClient:
             self._unacked.clear()
             self._noreply.clear()
             self._answers.clear()
+            self._outbox, self._batches, self._finished = [], {}, []
+            self._outbox_lock, self._sending = threading.Lock(), False
+            self._committer = None
             self._wake_r, self._wake_w = _wake_pipe()  # the parent's wakes the parent
             self._owner_pid = os.getpid()
         if self._sock is None:
@@ -206,18 +219,124 @@ class JournalClient:
                     f"this connection to the journal of {self.home} was closed; "
                     "use durable_nb's default client (or a new JournalClient)")
             sock = self._ensure_connected()
-            self._next_id += 1
-            rid = self._next_id
-            message = {"id": rid, "op": op, **fields}
-            if noreply:
-                message["noreply"] = True
-                self._noreply.add(rid)
-            frame = protocol.dumps(message)
-            self._unacked[rid] = frame
-            sock.send(frame)
+            self._send_outbox(sock)  # what was committed before goes first: writes stay in order
+            rid = self._send_locked(sock, op, noreply, fields)
             if self._receiving:  # the send may have taken the fd's edge the receiver waits on
                 self._read_ready(sock)
             return rid
+
+    def _send_locked(self, sock: zmq.Socket[bytes], op: str, noreply: bool,
+                     fields: dict[str, Any]) -> int:
+        self._next_id += 1
+        rid = self._next_id
+        message = {"id": rid, "op": op, **fields}
+        if noreply:
+            message["noreply"] = True
+            self._noreply.add(rid)
+        self._send_frame(sock, rid, protocol.dumps(message))
+        return rid
+
+    def _send_frame(self, sock: zmq.Socket[bytes], rid: int, frame: bytes) -> None:
+        self._unacked[rid] = frame
+        sock.send(frame)
+
+    def commit(self, events: list[Event], then: Committed | None = None) -> None:
+        """Append ``events`` without waiting: ``then(None)`` runs once they are durable,
+        or ``then(error)`` if they were refused (on the client's committer thread).
+
+        Commits from many threads are sent together, one request per batch, while the
+        batch before is in flight: the group commit that lets a fan-out of short steps
+        share requests and syncs. They stay in order with every other write of this
+        client (a request sent later goes after them).
+        """
+        if self.closed:
+            raise errors.JournalUnavailable(
+                f"this connection to the journal of {self.home} was closed; "
+                "use durable_nb's default client (or a new JournalClient)")
+        body = protocol.dumps_text(events)  # outside any lock: many threads commit at once
+        with self._outbox_lock:  # (never held across a call that lets the GIL go)
+            self._outbox.append((body, then))
+            if self._sending:
+                return  # the answer to the batch in flight sends this one
+            self._sending = True  # this thread sends it
+        try:
+            with self._lock:
+                sock = self._ensure_connected()
+                self._send_outbox(sock)
+                if self._receiving:
+                    self._read_ready(sock)
+                if self._committer is None:
+                    self._committer = threading.Thread(
+                        target=self._run_committer, name="durable_nb-committer",
+                        daemon=True)
+                    self._committer.start()
+                self._replied.notify_all()  # the committer, idle, reads the answer
+        except errors.DurableError as exc:  # no server to be had: each commit is told
+            with self._outbox_lock:
+                waiting, self._outbox = self._outbox, []
+                self._sending = False
+            _run_thens([t for _, t in waiting], _error_reply(exc))
+
+    def _send_outbox(self, sock: zmq.Socket[bytes]) -> None:
+        """Send what waits in the outbox as one batch (socket lock held)."""
+        with self._outbox_lock:
+            waiting, self._outbox = self._outbox, []
+        if not waiting:
+            return
+        self._next_id += 1
+        rid = self._next_id
+        groups = ",".join(body for body, _ in waiting)  # each group's JSON, made by commit
+        self._send_frame(sock, rid, f'{{"id":{rid},"op":"append","groups":[{groups}]}}'
+                         .encode())
+        self._batches[rid] = [then for _, then in waiting]
+
+    def _batch_answered(self) -> None:
+        """A batch was answered (socket lock held): send the next, gathered meanwhile, or
+        let the next commit send its own."""
+        with self._outbox_lock:
+            if not self._outbox:
+                self._sending = bool(self._batches)
+                return
+        if self._sock is not None:
+            self._send_outbox(self._sock)
+
+    def _run_committer(self) -> None:
+        """While commits are in flight: read the socket when no waiter does, and run the
+        ``then`` of each batch answered (outside the lock)."""
+        idle_since = time.monotonic()
+        with self._lock:
+            while not self.closed and self._committer is threading.current_thread():
+                if self._batches or self._outbox or self._finished:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since > COMMITTER_IDLE:
+                    self._committer = None  # the next commit starts another
+                    return
+                if self._finished:
+                    done, self._finished = self._finished, []
+                    self._lock.release()
+                    try:
+                        for thens, reply in done:
+                            _run_thens(thens, reply)
+                    finally:
+                        self._lock.acquire()
+                elif not self._batches or self._receiving:
+                    self._replied.wait(POLL_MS / 1000)
+                else:
+                    self._receiving = True
+                    try:
+                        self._receive_once()
+                    except errors.DurableError as exc:  # no server to be had: say so to all
+                        for rid, thens in self._batches.items():
+                            self._unacked.pop(rid, None)
+                            self._finished.append((thens, _error_reply(exc)))
+                        self._batches.clear()
+                        with self._outbox_lock:
+                            waiting, self._outbox = self._outbox, []
+                            self._sending = False
+                        self._finished.append(([t for _, t in waiting], _error_reply(exc)))
+                    finally:
+                        self._receiving = False
+                        self._replied.notify_all()
 
     def wait(self, rid: int, timeout: float | None = None) -> tuple[dict[str, Any], list[bytes]]:
         """Wait for the reply to request ``rid``; restarts a dead server and resends."""
@@ -307,6 +426,11 @@ class JournalClient:
             # Not a failed sync: the server made every earlier request durable first.
             self._retire_noreply_before(got)
         self.cancelled.update(reply.get("cancelled", ()))
+        thens = self._batches.pop(got, None)
+        if thens is not None:  # a batch of commits: the committer runs their ``then``
+            self._finished.append((thens, reply))
+            self._batch_answered()
+            return True
         if got in self._noreply:  # only a refusal answers these, and nobody waits for it
             self._noreply.discard(got)
             log.warning("journal request %s failed: %s", got, reply.get("error"))
@@ -414,6 +538,13 @@ class JournalClient:
             if self.closed:
                 return
             self.closed = True
+            gone = _error_reply(errors.JournalUnavailable(
+                f"the connection to the journal of {self.home} was closed before these "
+                "events were acknowledged; nothing of them may be durable"))
+            unsent = [then for _, then in self._outbox]
+            left = [*self._finished, *[(t, gone) for t in self._batches.values()],
+                    (unsent, gone)]
+            self._outbox, self._batches, self._finished = [], {}, []
             if self._sock is not None and self._owner_pid == os.getpid():
                 with contextlib.suppress(zmq.ZMQError):
                     self._sock.send(protocol.dumps({"id": 0, "op": "bye", "pid": os.getpid(),
@@ -425,6 +556,9 @@ class JournalClient:
             for fd in (self._wake_r, self._wake_w):
                 with contextlib.suppress(OSError):
                     os.close(fd)
+            self._replied.notify_all()  # the committer leaves
+        for thens, reply in left:
+            _run_thens(thens, reply)
 
 
 def _wake_pipe() -> tuple[int, int]:
@@ -433,6 +567,27 @@ def _wake_pipe() -> tuple[int, int]:
     os.set_blocking(r, False)
     os.set_blocking(w, False)
     return r, w
+
+
+Committed = Callable[[BaseException | None], None]  # told how a commit ended
+
+
+def _run_thens(thens: list[Committed | None], reply: dict[str, Any]) -> None:
+    """Tell each commit of a batch how it ended: durable, or refused and why."""
+    error = None if reply.get("ok") else _error_from(reply)
+    refused = {int(r["index"]): r for r in reply.get("refused") or ()}
+    for index, then in enumerate(thens):
+        if then is None:
+            continue
+        own = _error_from(refused[index]) if index in refused else error
+        try:
+            then(own)
+        except Exception:  # one broken callback must not keep the others untold
+            log.exception("a journal commit callback failed")
+
+
+def _error_reply(exc: errors.DurableError) -> dict[str, Any]:
+    return {"ok": False, "type": type(exc).__name__, "error": str(exc)}
 
 
 def _error_from(reply: dict[str, Any]) -> errors.DurableError:

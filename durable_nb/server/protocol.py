@@ -22,7 +22,12 @@ READING_WRITE_OPS = frozenset({"fork_run", "delete_run"})
 
 
 def dumps(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), default=str).encode()
+    return dumps_text(message).encode()
+
+
+def dumps_text(value: Any) -> str:
+    """The JSON text of a message or a part of one (ASCII: ``json.dumps`` escapes the rest)."""
+    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 def loads(frame: bytes) -> dict[str, Any]:
