@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import threading
 import time
 import traceback
-from concurrent.futures import Future
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from durable_nb.engine.executors import Attempt, Executor, Outcome, executor
+from durable_nb.engine.executors import Attempt, Executor, Outcome, StepInfo, executor
 from durable_nb.errors import ActivityFailed, PayloadError
 from durable_nb.journal.codec import CallEncoding, Payload, encode, recorded_error, seal_payload
 from durable_nb.journal.heartbeat import heartbeat_progress
@@ -28,7 +30,8 @@ from durable_nb.journal.text import storable_text
 
 if TYPE_CHECKING:
     from durable_nb.engine.activity import Activity
-    from durable_nb.engine.run import RunContext, StepInfo
+    from durable_nb.engine.futures import Resolvable
+    from durable_nb.engine.run import RunContext
 
 
 def error_text(exc: BaseException) -> str:
@@ -79,29 +82,51 @@ def heartbeat_event(step: StepInfo, details: Any, home: Path) -> tuple[Event, st
 LATER = object()  # returned instead of a value that goes to the step's future once durable
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What every attempt of one activity in a run shares, found at its first step."""
+
+    runner: Executor
+    records_itself: bool  # its worker journals the completion (and heartbeats) itself
+    describe: Callable[[Attempt], dict[str, Any]] | None  # more for the start's meta
+    limits: tuple[contextlib.AbstractContextManager[Any], ...]  # its slots, in order
+    meta: str  # the start's meta when there is nothing more to describe
+    safe_result: bool  # an encrypted journal keeps the result in clear
+
+
 class AttemptRunner:
     """Runs the live attempts of ``ctx``'s steps."""
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
+        self._plans: dict[Activity[Any, Any], _Plan] = {}
+
+    def _plan(self, activity: Activity[Any, Any]) -> _Plan:
+        plan = self._plans.get(activity)
+        if plan is None:
+            runner = executor(activity.executor or self.ctx.executor)
+            limits = (activity.limit, self.ctx.limit, getattr(runner, "slots", None))
+            plan = self._plans[activity] = _Plan(
+                runner, bool(getattr(runner, "records_itself", False)),
+                getattr(runner, "describe", None),
+                tuple(limit for limit in limits if limit is not None),
+                json.dumps({"executor": runner.name}), "return" in activity.safe)
+        return plan
 
     def run(self, seq: int, activity: Activity[Any, Any], args: tuple[Any, ...],
             kwargs: dict[str, Any], call: CallEncoding, first_attempt: int,
-            heartbeat: Any = None, into: Future[Any] | None = None) -> Any:
+            heartbeat: Any = None, into: Resolvable | None = None) -> Any:
         """Run the step's attempts; its value once durable. With ``into`` (a submitted
         step) the journal's acknowledgement is not waited for: this returns ``LATER``
         and the value goes to ``into`` when the completion is durable, so the thread
         takes the next step meanwhile and the completions of many steps share one
         request and one sync."""
         __tracebackhide__ = True
-        from durable_nb.engine.run import StepInfo
-
         ctx = self.ctx
         name, policy = activity.name, activity.policy
         payload = stored_arguments(activity, call, seq)
-        runner = executor(activity.executor or ctx.executor)
-        # A worker that journals the step's completion (and heartbeats) itself.
-        records_itself = bool(getattr(runner, "records_itself", False))
+        plan = self._plan(activity)
+        runner, records_itself = plan.runner, plan.records_itself
         ctx.record_code(activity)
         number, retries_left = first_attempt, policy.retries
         beats = [heartbeat]  # the latest recorded details, handed to the next attempt
@@ -111,15 +136,17 @@ class AttemptRunner:
             attempt = Attempt(activity.fn, args, kwargs, step, timeout=policy.timeout,
                               heartbeat_timeout=policy.heartbeat_timeout,
                               record_beat=self._recorder(step, beats), home=ctx.client.home,
-                              safe_result="return" in activity.safe)
+                              safe_result=plan.safe_result)
             failed: BaseException | None = None
             why = ""
             # The attempt holds its slots from its start record to its end record, so the
             # journal never shows a step waiting for a slot as started (nor a kill counts
             # an attempt for it), and shows no more running at once than the limits allow.
-            with self._slots(activity, runner):
-                describe = getattr(runner, "describe", None)
-                meta = {"executor": runner.name, **(describe(attempt) if describe else {})}
+            with self._slots(plan):
+                meta: str | dict[str, Any] = plan.meta
+                if plan.describe is not None or payload.blob is not None:
+                    meta = {"executor": runner.name,
+                            **(plan.describe(attempt) if plan.describe else {})}
                 started = event(ctx.run_id, "step_started", seq=seq, attempt=number,
                                 name=name, args_hash=call.digest,
                                 code_hash=activity.code_hash, **payload.columns(meta))
@@ -165,7 +192,7 @@ class AttemptRunner:
             ctx._wake.wait(policy.delay(policy.retries - retries_left))
             number += 1
 
-    def _complete(self, attempt: Attempt, outcome: Outcome, into: Future[Any] | None) -> Any:
+    def _complete(self, attempt: Attempt, outcome: Outcome, into: Resolvable | None) -> Any:
         ctx, step = self.ctx, attempt.step
         shown = outcome.recorded
         if shown is None:
@@ -198,16 +225,13 @@ class AttemptRunner:
             self.ctx._emit({"kind": "step_completed", "seq": step.seq, "name": step.activity,
                             "attempt": step.attempt, "result": shown, "ts": time.time()})
 
-    def _slots(self, activity: Activity[Any, Any],
-               runner: Executor) -> contextlib.AbstractContextManager[Any]:
+    def _slots(self, plan: _Plan) -> contextlib.AbstractContextManager[Any]:
         """Hold the activity's and the run's concurrency slots for one attempt, and the
         executor's (a worker process of the pool) when it has them."""
-        limits = [limit for limit in (activity.limit, self.ctx.limit,
-                                      getattr(runner, "slots", None)) if limit is not None]
-        if not limits:
+        if not plan.limits:
             return contextlib.nullcontext()
         stack = contextlib.ExitStack()
-        for limit in limits:
+        for limit in plan.limits:
             stack.enter_context(limit)
         return stack
 

@@ -18,11 +18,11 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from durable_nb.engine.executors import Attempt, Outcome, ThreadExecutor
+from durable_nb.engine.executors import Attempt, Outcome, StepInfo, ThreadExecutor
 
 if TYPE_CHECKING:
     from durable_nb.engine.history import StepRecord
-    from durable_nb.engine.run import RunContext, StepInfo
+    from durable_nb.engine.run import RunContext
     from durable_nb.server.client import JournalClient
 
 # Scheduler task states in which the task will still run (or is running).

@@ -19,18 +19,38 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from durable_nb.errors import ActivityTimeout
 
-if TYPE_CHECKING:
-    from durable_nb.engine.run import StepInfo
-
 EXECUTORS = ("thread", "process", "dask")
 
-# Inside an attempt: how ``durable_nb.heartbeat`` records progress for it.
-_beat: contextvars.ContextVar[Callable[[Any], None] | None] = contextvars.ContextVar(
-    "durable_nb_beat", default=None)
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Which step an activity attempt is: ``key`` makes side effects idempotent.
+
+    A step in flight when its kernel died runs again (at-least-once), with the same run
+    id and sequence number; use ``key`` as an idempotency key for external writes, and
+    ``heartbeat`` to continue from the progress an earlier attempt recorded.
+    """
+
+    run_id: str
+    seq: int
+    attempt: int
+    activity: str
+    # The details of the step's latest heartbeat recorded before this attempt began (by
+    # an earlier attempt, or one a dead kernel or worker left), e.g. the last epoch done.
+    heartbeat: Any = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.run_id}/{self.seq}"
+
+# The attempt whose activity code runs in this context: ``current_step()`` and
+# ``heartbeat()`` read it, and workflow code is not running here meanwhile.
+running: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar(
+    "durable_nb_attempt", default=None)
 
 
 def heartbeat(details: Any = None) -> None:
@@ -42,9 +62,9 @@ def heartbeat(details: Any = None) -> None:
     ``heartbeat_timeout``, an attempt that stops calling this fails (and is retried).
     Outside an activity of a run it does nothing.
     """
-    record = _beat.get()
-    if record is not None:
-        record(details)
+    attempt = running.get()
+    if attempt is not None:
+        attempt.beat(details)
 
 
 @dataclass
@@ -110,15 +130,11 @@ class Executor(Protocol):
 
 def in_attempt(attempt: Attempt, fn: Callable[[], Any]) -> Any:
     """Call ``fn`` as ``attempt``: ``current_step()`` and ``heartbeat()`` work inside."""
-    from durable_nb.engine.run import _in_activity, _step
-
-    tokens = (_in_activity.set(True), _step.set(attempt.step), _beat.set(attempt.beat))
+    token = running.set(attempt)
     try:
         return fn()
     finally:
-        _beat.reset(tokens[2])
-        _step.reset(tokens[1])
-        _in_activity.reset(tokens[0])
+        running.reset(token)
 
 
 class ThreadExecutor:

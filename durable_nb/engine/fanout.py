@@ -10,7 +10,7 @@ from typing import Any
 
 from durable_nb.engine.activity import Activity
 from durable_nb.engine.executors import check_limit
-from durable_nb.engine.futures import StepFuture, gather
+from durable_nb.engine.futures import Outcomes, StepFuture, gather
 from durable_nb.engine.run import RunContext, current_run
 
 
@@ -40,10 +40,11 @@ def map(activity: Activity[Any, Any], items: Iterable[Any], *,  # noqa: A001 - m
             return gather([StepFuture(pool.submit(activity.fn, v), None, activity.name)
                            for v in values])
     first = ctx.reserve(len(values))
-    prepared = [ctx.prepare(activity, (v,), {}, first + i) for i, v in enumerate(values)]
-    _run_all(ctx, [live for _, live in prepared if live is not None], workers)
-    return gather([StepFuture(future, first + i, activity.name)
-                   for i, (future, _) in enumerate(prepared)])
+    outcomes = Outcomes(len(values))
+    live = [step for i, v in enumerate(values)
+            if (step := ctx.prepare(activity, (v,), {}, first + i, outcomes.at(i)))]
+    _run_all(ctx, live, workers)
+    return outcomes.results()
 
 
 def _run_all(ctx: RunContext, steps: list[Callable[[], None]], workers: int) -> None:

@@ -272,7 +272,7 @@ def _serve(fd: int, parent: int) -> None:
 
 
 def _serve_calls(conn: Connection) -> None:
-    from durable_nb.engine.run import StepInfo
+    from durable_nb.engine.executors import StepInfo
 
     lock = threading.Lock()
     sys.stdout = _Forward(conn, "stdout", lock)

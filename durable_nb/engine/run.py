@@ -16,12 +16,17 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from durable_nb.engine.attempts import LATER, AttemptRunner, encode_arguments
-from durable_nb.engine.executors import Executor, check_executor, check_limit
-from durable_nb.engine.futures import StepFuture
+from durable_nb.engine.executors import (  # StepInfo: durable_nb.StepInfo, defined there
+    Executor,
+    StepInfo,
+    check_executor,
+    check_limit,
+    running,
+)
+from durable_nb.engine.futures import Resolvable, StepFuture
 from durable_nb.engine.history import StepRecord, steps_before
 from durable_nb.engine.inputs import Input, recorded_inputs
 from durable_nb.errors import NondeterminismError, RunCancelled, RunFinished
@@ -35,44 +40,19 @@ if TYPE_CHECKING:
 
 _current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
     "durable_nb_run", default=None)
-_in_activity: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "durable_nb_in_activity", default=False)
-_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
-    "durable_nb_step", default=None)
 _run_threads: dict[int, RunContext] = {}  # thread ident -> the run whose body it executes
 SUBMIT_THREADS = 64  # threads of a run's pool for submitted steps, without a run limit
 
 
-@dataclass(frozen=True)
-class StepInfo:
-    """Which step an activity attempt is: ``key`` makes side effects idempotent.
-
-    A step in flight when its kernel died runs again (at-least-once), with the same run
-    id and sequence number; use ``key`` as an idempotency key for external writes, and
-    ``heartbeat`` to continue from the progress an earlier attempt recorded.
-    """
-
-    run_id: str
-    seq: int
-    attempt: int
-    activity: str
-    # The details of the step's latest heartbeat recorded before this attempt began (by
-    # an earlier attempt, or one a dead kernel or worker left), e.g. the last epoch done.
-    heartbeat: Any = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.run_id}/{self.seq}"
-
-
 def current_step() -> StepInfo | None:
     """Inside an activity called by a workflow: which run, step and attempt this is."""
-    return _step.get()
+    attempt = running.get()
+    return attempt.step if attempt is not None else None
 
 
 def current_run() -> RunContext | None:
     """The run whose workflow code is executing in this context, if any."""
-    return None if _in_activity.get() else _current.get()
+    return None if running.get() is not None else _current.get()
 
 
 def call_activity(activity: Activity[Any, Any], args: tuple[Any, ...],
@@ -81,7 +61,7 @@ def call_activity(activity: Activity[Any, Any], args: tuple[Any, ...],
     __tracebackhide__ = True
     ctx = current_run()
     if ctx is None:
-        if (_run_threads and not _in_activity.get()
+        if (_run_threads and running.get() is None
                 and threading.current_thread() is not threading.main_thread()
                 and threading.get_ident() not in _run_threads):
             raise RuntimeError(
@@ -167,7 +147,7 @@ class RunContext:
 
     def call(self, activity: Activity[Any, Any], args: tuple[Any, ...],
              kwargs: dict[str, Any], seq: int | None = None,
-             into: Future[Any] | None = None) -> Any:
+             into: Resolvable | None = None) -> Any:
         """The step's value (replayed, or run live and durable); with ``into``, a live
         step may instead return ``LATER`` and hand its value to ``into`` once durable."""
         __tracebackhide__ = True
@@ -226,7 +206,8 @@ class RunContext:
         """
         if seq is None:
             seq = self.reserve()
-        future, live = self.prepare(activity, args, kwargs, seq)
+        future: Future[Any] = Future()
+        live = self.prepare(activity, args, kwargs, seq, future)
         if live is not None:
             task = self._pool().submit(contextvars.copy_context().run, live)
             with self._lock:
@@ -234,32 +215,31 @@ class RunContext:
         return StepFuture(future, seq, activity.name)
 
     def prepare(self, activity: Activity[Any, Any], args: tuple[Any, ...],
-                kwargs: dict[str, Any], seq: int) -> tuple[Future[Any], Callable[[], None] | None]:
-        """Step ``seq``'s future, and what runs it live (None: recorded, resolved now).
+                kwargs: dict[str, Any], seq: int, into: Resolvable) -> Callable[[], None] | None:
+        """What runs step ``seq`` live, or None when it is recorded (``into`` has its
+        value, or the divergence it raises, already).
 
-        Run on some thread, a live step's outcome goes to the future: its value once the
+        Run on some thread, a live step's outcome goes to ``into``: its value once the
         journal holds it, which may be after the step's thread went on to another step.
         """
-        future: Future[Any] = Future()
         rec = self.steps.get(seq)
         if rec is None or rec.status != "completed":
-            return future, functools.partial(self._step_into, future, activity, args,
-                                             kwargs, seq)
+            return functools.partial(self._step_into, into, activity, args, kwargs, seq)
         try:
-            future.set_result(self.call(activity, args, kwargs, seq))
+            into.set_result(self.call(activity, args, kwargs, seq))
         except BaseException as exc:  # a divergence: raised where the result is read
-            future.set_exception(exc)
-        return future, None
+            into.set_exception(exc)
+        return None
 
-    def _step_into(self, future: Future[Any], activity: Activity[Any, Any],
+    def _step_into(self, into: Resolvable, activity: Activity[Any, Any],
                    args: tuple[Any, ...], kwargs: dict[str, Any], seq: int) -> None:
         try:
-            value = self.call(activity, args, kwargs, seq, into=future)
+            value = self.call(activity, args, kwargs, seq, into=into)
         except BaseException as exc:
-            future.set_exception(exc)
+            into.set_exception(exc)
         else:
             if value is not LATER:
-                future.set_result(value)
+                into.set_result(value)
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._lock:

@@ -34,6 +34,9 @@ from durable_nb.journal.text import is_storable_text, shortened, storable_text
 
 PREVIEW_CHARS = 200
 
+# ``json.dumps(value, separators=(",", ":"))`` without making an encoder at every call.
+compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
 _repr = reprlib.Repr()
 _repr.maxstring = 120
 _repr.maxother = 120
@@ -51,10 +54,11 @@ class Payload:
     preview: str
     blob: BlobRef | None = None
 
-    def columns(self, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    def columns(self, meta: dict[str, Any] | str | None = None) -> dict[str, Any]:
         """The event columns that record this payload, ``meta`` included (a blob's
-        reference is added to it)."""
+        reference is added to it; ``meta`` is then a dict, else it may be JSON text)."""
         if self.blob is not None:
+            assert not isinstance(meta, str), "a blob's payload takes its meta as a dict"
             meta = {**(meta or {}), **self.blob.as_meta()}
         return {"data_json": self.json, "data_pickle": self.pickle_b64,
                 "preview": self.preview, "meta": meta}
@@ -129,7 +133,7 @@ def _encode_plain(value: Any, *, what: str, home: Path | None,
     limit = blobs.threshold() if threshold is None else threshold
     if is_plain_json(value):
         try:
-            text = json.dumps(value, separators=(",", ":"))
+            text = compact_json(value)
         except ValueError as exc:  # an int past sys.get_int_max_str_digits()
             path, culprit = _find_culprit(value, "value", _json_fails)
             raise PayloadError(
@@ -339,7 +343,8 @@ class CallEncoding:
     are stored as a blob in ``home`` (see ``encode``).
     """
 
-    __slots__ = ("named", "what", "home", "safe", "_text", "_payload", "_digest", "_plain")
+    __slots__ = ("named", "what", "home", "safe", "_text", "_payload", "_digest", "_plain",
+                 "_sealer")
 
     def __init__(self, named: dict[str, Any], what: str, home: Path | None = None,
                  safe: frozenset[str] = frozenset()) -> None:
@@ -348,9 +353,10 @@ class CallEncoding:
         self._payload: Payload | None = None
         self._digest: str | None = None
         self._plain: bytes | None = None
+        self._sealer: crypto.Sealer | None | bool = False  # False: not looked up yet
         if is_plain_json(named):
             with contextlib.suppress(ValueError):  # an int too long for JSON
-                self._text = json.dumps(named, separators=(",", ":"))
+                self._text = compact_json(named)
 
     def _digested(self) -> bytes:
         """The bytes the digest is taken over."""
@@ -372,7 +378,7 @@ class CallEncoding:
         """The digest recorded with the step: keyed in an encrypted journal, so that a
         guessed argument value cannot be confirmed from it."""
         if self._digest is None:
-            sealer = _sealer(self.home)
+            sealer = self._sealed_by()
             if sealer is None:
                 self._digest = self._plain_digest()
             else:  # over sorted keys: dicts built in another order are the same call
@@ -389,7 +395,7 @@ class CallEncoding:
             else:
                 plain = _encode_plain(self.named, what=self.what, home=self.home,
                                       threshold=None)
-            if _sealer(self.home) is None:
+            if self._sealed_by() is None:
                 self._payload = plain
             else:
                 clear = {k: v for k, v in self.named.items() if k in self.safe}
@@ -398,6 +404,11 @@ class CallEncoding:
                     plain, self.home, clear_preview=preview(shown),
                     clear_json=json.dumps(clear) if clear and is_plain_json(clear) else None)
         return self._payload
+
+    def _sealed_by(self) -> crypto.Sealer | None:
+        if self._sealer is False:
+            self._sealer = _sealer(self.home)
+        return self._sealer  # type: ignore[return-value]
 
     def matches(self, recorded: str | None, recorded_json: str | None,
                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:

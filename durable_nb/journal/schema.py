@@ -195,9 +195,8 @@ def check_event(event: object) -> None:
     """
     if not isinstance(event, dict):
         raise ValueError(f"an event must be a JSON object, got {type(event).__name__}")
-    unknown = set(event) - set(EVENT_COLUMNS)
-    if unknown:
-        raise ValueError(f"unknown event fields {sorted(unknown)}")
+    if not _COLUMN_SET.issuperset(event):
+        raise ValueError(f"unknown event fields {sorted(set(event) - _COLUMN_SET)}")
     eid = event.get("eid")
     if not isinstance(eid, str) or not eid:
         raise ValueError("an event needs a non-empty string 'eid' (its idempotency id)")
@@ -233,7 +232,7 @@ def check_event(event: object) -> None:
         raise ValueError(f"event {eid}: run status must be one of {sorted(RUN_STATUSES)}")
     for column in _JSON_COLUMNS:
         text = event.get(column)
-        if text is None:
+        if text is None or text in _valid_json:
             continue
         try:
             json.loads(text)
@@ -245,6 +244,17 @@ def check_event(event: object) -> None:
                 f"DuckDB's JSON type refuses. Encode payloads with "
                 f"durable_nb.journal.codec.encode() (it pickles such strings); escape text "
                 f"with durable_nb.journal.text.storable_value() before json.dumps().")
+        if len(text) <= _KEPT_JSON_CHARS:
+            if len(_valid_json) >= _KEPT_JSON:
+                _valid_json.clear()
+            _valid_json.add(text)
+
+
+# Short JSON texts found valid and storable, most of them metas every step repeats
+# ('{"executor": "thread"}'): checked once, not at every event.
+_valid_json: set[str] = set()
+_KEPT_JSON, _KEPT_JSON_CHARS = 4096, 256
+_COLUMN_SET = frozenset(EVENT_COLUMNS)
 
 
 MAX_SIGNAL_NAME = 200
@@ -301,12 +311,14 @@ def event(run_id: str, kind: EventKind, **fields: Any) -> Event:
     """
     meta = fields.pop("meta", None)
     if isinstance(meta, dict):
-        meta = json.dumps(storable_value(meta))
+        text = json.dumps(meta)  # writes any surrogate as \udXXXX: maybe a lone one
+        meta = text if "\\ud" not in text else json.dumps(storable_value(meta))
     elif isinstance(meta, str):
         meta = storable_json(meta)
     for column in _SHOWN_COLUMNS:
-        if isinstance(fields.get(column), str):
-            fields[column] = storable_text(fields[column])
+        shown = fields.get(column)
+        if isinstance(shown, str) and not shown.isascii():
+            fields[column] = storable_text(shown)
     ev: dict[str, Any] = {"eid": _ids.next(), "ts": time.time(), "run_id": run_id,
                           "kind": kind, "meta": meta, **fields}
     return ev  # type: ignore[return-value]

@@ -4,9 +4,11 @@ A durable DuckDB commit costs ~1 ms; an append plus one fdatasync costs ~0.12 ms
 appends each batch of events here, syncs, acknowledges, and loads segments into DuckDB in
 bulk later (and before answering any query), then deletes them.
 
-Record layout: ``<u32 length><u32 crc32 of length><u32 crc32 of body><body: JSON>``, one
-record per batch, each written with a single ``write``. A crash can leave the last record
-torn (a prefix of it): it was never acknowledged, so it is dropped and the file truncated.
+Record layout: ``<u32 length><u32 crc32 of length><u32 crc32 of body><body>``, one record
+per append (the batches one fdatasync makes durable), written with a single ``write``; the
+body is a MessagePack array of events (or, from older servers, a JSON array: it starts with
+``[``, which a MessagePack array never does). A crash can leave the last record torn (a
+prefix of it): it was never acknowledged, so it is dropped and the file truncated.
 A record whose complete header fails its checksum, or whose body fails its checksum with
 more data after it, was damaged after it was written; that raises instead of silently
 losing acknowledged events. The header's own checksum is what tells a damaged length
@@ -29,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from durable_nb.errors import JournalCorrupted, JournalUnavailable
 
 _HEADER = struct.Struct("<III")
@@ -45,12 +49,9 @@ class Segment:
 
     def append(self, batches: Sequence[Sequence[Mapping[str, Any]]]) -> None:
         """Append batches and make them durable with one fdatasync."""
-        out = bytearray()
-        for batch in batches:
-            body = json.dumps(batch, separators=(",", ":")).encode()
-            size = len(body)
-            out += _HEADER.pack(size, zlib.crc32(size.to_bytes(4, "little")), zlib.crc32(body))
-            out += body
+        body = msgpack.packb([ev for batch in batches for ev in batch])
+        size = len(body)
+        out = _HEADER.pack(size, zlib.crc32(size.to_bytes(4, "little")), zlib.crc32(body)) + body
         if self.broken:
             raise self.broken
         try:
@@ -102,7 +103,7 @@ class Segment:
                 if end < len(data):
                     raise self._damaged(pos, len(data) - end)
                 break  # torn last record
-            events.extend(json.loads(body))
+            events.extend(json.loads(body) if body[:1] == b"[" else msgpack.unpackb(body))
             pos = end
         if pos < len(data):
             os.ftruncate(self._fd, pos)

@@ -80,7 +80,7 @@ class JournalClient:
         self.cancelled: set[str] = set()
         # Group commit of appends nobody blocks on (``commit``): they wait in ``_outbox``
         # while one batch of them is in flight, then go as the next batch, one request.
-        self._outbox: list[tuple[str, Committed | None]] = []  # (JSON of the events, then)
+        self._outbox: list[tuple[bytes, Committed | None]] = []  # (packed events, then)
         self._outbox_lock = threading.Lock()
         self._sending = False  # a batch is in flight: its answer sends the outbox
         self._batches: dict[int, list[Committed | None]] = {}  # in flight, by request id
@@ -180,7 +180,17 @@ class JournalClient:
                 f"the journal server at {info['endpoint']} to answer", PING_TIMEOUT)):
             sock.close()
             return False
-        answer = protocol.loads(sock.recv_multipart()[0])
+        try:
+            answer = protocol.loads(sock.recv_multipart()[0])
+        except ValueError:
+            answer = {}
+        if not answer.get("ok"):  # a server of another version answers, but not in kind
+            sock.close()
+            raise errors.JournalUnavailable(
+                f"the journal server at {info['endpoint']} (pid {info['pid']}) does not "
+                f"understand this client ({answer.get('error') or 'an unreadable answer'}): "
+                "it is probably from another version of durable_nb. Stop it with "
+                "`durable-nb server stop` and run again (recorded steps stay).")
         self._drop_socket()
         self._sock, self._server_pid = sock, int(answer.get("pid") or 0) or None
         if self.remote is not None:
@@ -242,7 +252,9 @@ class JournalClient:
 
     def commit(self, events: list[Event], then: Committed | None = None) -> None:
         """Append ``events`` without waiting: ``then(None)`` runs once they are durable,
-        or ``then(error)`` if they were refused (on the client's committer thread).
+        or ``then(error)`` if they were refused or no server could be reached (on the
+        client's committer thread, or on this one). It raises only for a closed client,
+        and then ``then`` is not called.
 
         Commits from many threads are sent together, one request per batch, while the
         batch before is in flight: the group commit that lets a fan-out of short steps
@@ -253,7 +265,7 @@ class JournalClient:
             raise errors.JournalUnavailable(
                 f"this connection to the journal of {self.home} was closed; "
                 "use durable_nb's default client (or a new JournalClient)")
-        body = protocol.dumps_text(events)  # outside any lock: many threads commit at once
+        body = protocol.pack(events)  # outside any lock: many threads commit at once
         with self._outbox_lock:  # (never held across a call that lets the GIL go)
             self._outbox.append((body, then))
             if self._sending:
@@ -271,11 +283,13 @@ class JournalClient:
                         daemon=True)
                     self._committer.start()
                 self._replied.notify_all()  # the committer, idle, reads the answer
-        except errors.DurableError as exc:  # no server to be had: each commit is told
+        except Exception as exc:  # no server to be had: each commit is told, none stays
+            error = exc if isinstance(exc, errors.DurableError) else errors.JournalUnavailable(
+                f"cannot reach the journal server of {self.home}: {exc}")
             with self._outbox_lock:
                 waiting, self._outbox = self._outbox, []
                 self._sending = False
-            _run_thens([t for _, t in waiting], _error_reply(exc))
+            _run_thens([t for _, t in waiting], _error_reply(error))
 
     def _send_outbox(self, sock: zmq.Socket[bytes]) -> None:
         """Send what waits in the outbox as one batch (socket lock held)."""
@@ -285,9 +299,7 @@ class JournalClient:
             return
         self._next_id += 1
         rid = self._next_id
-        groups = ",".join(body for body, _ in waiting)  # each group's JSON, made by commit
-        self._send_frame(sock, rid, f'{{"id":{rid},"op":"append","groups":[{groups}]}}'
-                         .encode())
+        self._send_frame(sock, rid, protocol.append_batch(rid, [b for b, _ in waiting]))
         self._batches[rid] = [then for _, then in waiting]
 
     def _batch_answered(self) -> None:
@@ -325,15 +337,18 @@ class JournalClient:
                     self._receiving = True
                     try:
                         self._receive_once()
-                    except errors.DurableError as exc:  # no server to be had: say so to all
+                    except Exception as exc:  # no server to be had: say so to all
+                        error = exc if isinstance(exc, errors.DurableError) else \
+                            errors.JournalUnavailable(
+                                f"cannot reach the journal server of {self.home}: {exc}")
                         for rid, thens in self._batches.items():
                             self._unacked.pop(rid, None)
-                            self._finished.append((thens, _error_reply(exc)))
+                            self._finished.append((thens, _error_reply(error)))
                         self._batches.clear()
                         with self._outbox_lock:
                             waiting, self._outbox = self._outbox, []
                             self._sending = False
-                        self._finished.append(([t for _, t in waiting], _error_reply(exc)))
+                        self._finished.append(([t for _, t in waiting], _error_reply(error)))
                     finally:
                         self._receiving = False
                         self._replied.notify_all()

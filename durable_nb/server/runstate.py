@@ -82,15 +82,14 @@ class RunTable:
     def apply(self, ev: Event) -> None:
         """Fold one accepted event into the state."""
         kind, run_id = ev["kind"], ev["run_id"]
-        meta = json.loads(ev.get("meta") or "{}")
         if kind == "run_started":
             self._start(run_id, str(ev.get("name")), ev["eid"])
-            self.runs[run_id] = RunState(str(ev.get("name")), "running", meta.get("pid"))
+            self.runs[run_id] = RunState(str(ev.get("name")), "running", _pid(ev))
         elif kind == "run_status" and run_id in self.runs:
             state = self.runs[run_id]
             state.status = str(ev.get("status"))
             if state.status == "running":
-                state.owner_pid = meta.get("pid")
+                state.owner_pid = _pid(ev)
 
     def remove(self, run_id: str) -> None:
         del self.runs[run_id]
@@ -110,3 +109,10 @@ class RunTable:
         m = re.fullmatch(re.escape(workflow) + r"-(\d+)", run_id)
         if m:
             self._counters[workflow] = max(self._counters.get(workflow, 0), int(m[1]))
+
+
+def _pid(ev: Event) -> int | None:
+    """The process an event's meta names as executing its run."""
+    meta = json.loads(ev.get("meta") or "{}")
+    pid = meta.get("pid") if isinstance(meta, dict) else None
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) else None

@@ -162,3 +162,20 @@ def test_a_full_disk_is_never_acknowledged_and_the_segment_stays_whole(small_dis
     seg.append([[ev(99)]])
     seg.close()
     assert read(path) == [*kept, ev(99)]
+
+
+def test_records_of_older_servers_in_json_read_beside_new_ones(tmp_path: Path) -> None:
+    """A segment left by a server that wrote JSON records still loads after an upgrade,
+    also when a newer server appended MessagePack records after them."""
+    import json
+    import zlib
+
+    path = tmp_path / "journal.segment"
+    body = json.dumps([ev(1), ev(2)]).encode()
+    size = len(body)
+    path.write_bytes(struct.pack("<III", size, zlib.crc32(size.to_bytes(4, "little")),
+                                 zlib.crc32(body)) + body)
+    write(path, [[ev(3)]])
+    assert path.read_bytes()[12:13] == b"["  # the first record is JSON, the second is not
+    assert b'"eid"' not in path.read_bytes()[12 + size:]
+    assert read(path) == [ev(1), ev(2), ev(3)]
