@@ -19,15 +19,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from durable_nb.errors import ActivityTimeout
 
 EXECUTORS = ("thread", "process", "dask")
 
 
-@dataclass(frozen=True)
-class StepInfo:
+class StepInfo(NamedTuple):
     """Which step an activity attempt is: ``key`` makes side effects idempotent.
 
     A step in flight when its kernel died runs again (at-least-once), with the same run
@@ -46,6 +45,7 @@ class StepInfo:
     @property
     def key(self) -> str:
         return f"{self.run_id}/{self.seq}"
+
 
 # The attempt whose activity code runs in this context: ``current_step()`` and
 # ``heartbeat()`` read it, and workflow code is not running here meanwhile.

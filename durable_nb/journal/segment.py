@@ -49,7 +49,10 @@ class Segment:
 
     def append(self, batches: Sequence[Sequence[Mapping[str, Any]]]) -> None:
         """Append batches and make them durable with one fdatasync."""
-        body = msgpack.packb([ev for batch in batches for ev in batch])
+        # (a lone surrogate is kept as it is: what was acknowledged is what loads, or is
+        # quarantined by name)
+        body = msgpack.packb([ev for batch in batches for ev in batch],
+                             unicode_errors="surrogatepass")
         size = len(body)
         out = _HEADER.pack(size, zlib.crc32(size.to_bytes(4, "little")), zlib.crc32(body)) + body
         if self.broken:
@@ -103,7 +106,8 @@ class Segment:
                 if end < len(data):
                     raise self._damaged(pos, len(data) - end)
                 break  # torn last record
-            events.extend(json.loads(body) if body[:1] == b"[" else msgpack.unpackb(body))
+            events.extend(json.loads(body) if body[:1] == b"[" else
+                          msgpack.unpackb(body, unicode_errors="surrogatepass"))
             pos = end
         if pos < len(data):
             os.ftruncate(self._fd, pos)

@@ -284,12 +284,7 @@ class JournalClient:
                     self._committer.start()
                 self._replied.notify_all()  # the committer, idle, reads the answer
         except Exception as exc:  # no server to be had: each commit is told, none stays
-            error = exc if isinstance(exc, errors.DurableError) else errors.JournalUnavailable(
-                f"cannot reach the journal server of {self.home}: {exc}")
-            with self._outbox_lock:
-                waiting, self._outbox = self._outbox, []
-                self._sending = False
-            _run_thens([t for _, t in waiting], _error_reply(error))
+            _run_thens(self._take_outbox(), self._unreachable(exc))
 
     def _send_outbox(self, sock: zmq.Socket[bytes]) -> None:
         """Send what waits in the outbox as one batch (socket lock held)."""
@@ -301,6 +296,19 @@ class JournalClient:
         rid = self._next_id
         self._send_frame(sock, rid, protocol.append_batch(rid, [b for b, _ in waiting]))
         self._batches[rid] = [then for _, then in waiting]
+
+    def _take_outbox(self) -> list[Committed | None]:
+        """Empty the outbox (its commits will not be sent); their ``then``."""
+        with self._outbox_lock:
+            waiting, self._outbox = self._outbox, []
+            self._sending = False
+        return [then for _, then in waiting]
+
+    def _unreachable(self, exc: Exception) -> dict[str, Any]:
+        """The reply that tells commits why no server took them."""
+        return _error_reply(exc if isinstance(exc, errors.DurableError) else
+                            errors.JournalUnavailable(
+                                f"cannot reach the journal server of {self.home}: {exc}"))
 
     def _batch_answered(self) -> None:
         """A batch was answered (socket lock held): send the next, gathered meanwhile, or
@@ -338,17 +346,12 @@ class JournalClient:
                     try:
                         self._receive_once()
                     except Exception as exc:  # no server to be had: say so to all
-                        error = exc if isinstance(exc, errors.DurableError) else \
-                            errors.JournalUnavailable(
-                                f"cannot reach the journal server of {self.home}: {exc}")
+                        reply = self._unreachable(exc)
                         for rid, thens in self._batches.items():
                             self._unacked.pop(rid, None)
-                            self._finished.append((thens, _error_reply(error)))
+                            self._finished.append((thens, reply))
                         self._batches.clear()
-                        with self._outbox_lock:
-                            waiting, self._outbox = self._outbox, []
-                            self._sending = False
-                        self._finished.append(([t for _, t in waiting], _error_reply(error)))
+                        self._finished.append((self._take_outbox(), reply))
                     finally:
                         self._receiving = False
                         self._replied.notify_all()
@@ -556,10 +559,9 @@ class JournalClient:
             gone = _error_reply(errors.JournalUnavailable(
                 f"the connection to the journal of {self.home} was closed before these "
                 "events were acknowledged; nothing of them may be durable"))
-            unsent = [then for _, then in self._outbox]
             left = [*self._finished, *[(t, gone) for t in self._batches.values()],
-                    (unsent, gone)]
-            self._outbox, self._batches, self._finished = [], {}, []
+                    (self._take_outbox(), gone)]
+            self._batches, self._finished = {}, []
             if self._sock is not None and self._owner_pid == os.getpid():
                 with contextlib.suppress(zmq.ZMQError):
                     self._sock.send(protocol.dumps({"id": 0, "op": "bye", "pid": os.getpid(),

@@ -27,8 +27,9 @@ READING_WRITE_OPS = frozenset({"fork_run", "delete_run"})
 
 
 def pack(value: Any) -> bytes:
-    """``value`` as MessagePack (anything it cannot hold as its text, as JSON did)."""
-    return msgpack.packb(value, default=str)
+    """``value`` as MessagePack (anything it cannot hold as its text, as JSON did). A lone
+    surrogate in a string travels as it is, so the server names it when it refuses it."""
+    return msgpack.packb(value, default=str, unicode_errors="surrogatepass")
 
 
 def dumps(message: dict[str, Any]) -> bytes:
@@ -54,7 +55,8 @@ def loads(frame: bytes) -> dict[str, Any]:
     if frame[:1] == b"{":  # JSON: a MessagePack map never starts with this byte
         message = json.loads(frame)
     else:
-        message = msgpack.unpackb(frame, strict_map_key=False)  # errors: ValueError
+        message = msgpack.unpackb(frame, strict_map_key=False,  # its errors: ValueError
+                                  unicode_errors="surrogatepass")
     if not isinstance(message, dict):
         raise ValueError("a message must be a map (a JSON object)")
     return message

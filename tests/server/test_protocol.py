@@ -65,3 +65,8 @@ def test_event_ids_are_unique_across_threads_and_forked_children() -> None:
     mine = [event("r", "step_started")["eid"] for _ in range(100)]
     assert len(child) == 100 and not set(child) & set(mine + seen)
     assert all(e.isascii() for e in child + mine)
+
+
+def test_a_lone_surrogate_travels_as_it_is_for_the_server_to_name() -> None:
+    message = {"op": "signal", "name": "go", "value": ["caf\udce9"]}
+    assert protocol.loads(protocol.dumps(message)) == message
