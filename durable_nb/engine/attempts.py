@@ -79,6 +79,7 @@ def heartbeat_event(step: StepInfo, details: Any, home: Path) -> tuple[Event, st
                  name=step.activity, **payload.columns()), payload.preview
 
 
+_NO_SLOTS = contextlib.nullcontext()  # (reusable: it holds nothing)
 LATER = object()  # returned instead of a value that goes to the step's future once durable
 
 
@@ -229,7 +230,7 @@ class AttemptRunner:
         """Hold the activity's and the run's concurrency slots for one attempt, and the
         executor's (a worker process of the pool) when it has them."""
         if not plan.limits:
-            return contextlib.nullcontext()
+            return _NO_SLOTS
         stack = contextlib.ExitStack()
         for limit in plan.limits:
             stack.enter_context(limit)

@@ -88,10 +88,10 @@ class BlobRef:
 
 def threshold() -> int:
     """Payloads larger than this many bytes are stored as blobs (read once per run)."""
-    return settings.once("blob_threshold", _read_threshold)
+    return settings.once(_read_threshold, None)
 
 
-def _read_threshold() -> int:
+def _read_threshold(_: None) -> int:
     text = os.environ.get(THRESHOLD_ENV)
     if text is None or not text.strip():
         return DEFAULT_THRESHOLD

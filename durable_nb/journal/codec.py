@@ -20,9 +20,8 @@ import math
 import reprlib
 import types
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cloudpickle
 
@@ -34,8 +33,24 @@ from durable_nb.journal.text import is_storable_text, shortened, storable_text
 
 PREVIEW_CHARS = 200
 
-# ``json.dumps(value, separators=(",", ":"))`` without making an encoder at every call.
-compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _plain_json_encoder() -> Callable[[Any], str]:
+    """``json.dumps(value, separators=(",", ":"))`` for a value ``is_plain_json`` took.
+
+    ``json.dumps`` builds its C encoder anew at every call, which costs more than encoding
+    a small value (twice per step of a fan-out); this one is built once. It does not look
+    for cycles: ``is_plain_json`` refused any value nested deeper than 64 levels.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # a Python without the C accelerator
+        return json.JSONEncoder(separators=(",", ":")).encode
+    chunks = make(None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii,
+                  None, ":", ",", False, False, True)
+    return lambda value: "".join(chunks(value, 0))
+
+
+plain_json = _plain_json_encoder()
 
 _repr = reprlib.Repr()
 _repr.maxstring = 120
@@ -44,8 +59,7 @@ _repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 8
 _repr.maxlevel = 3
 
 
-@dataclass(frozen=True, slots=True)
-class Payload:
+class Payload(NamedTuple):
     """An encoded value: at most one of ``json`` / ``pickle_b64`` / ``blob`` is set (none:
     a value only described by its preview)."""
 
@@ -133,7 +147,7 @@ def _encode_plain(value: Any, *, what: str, home: Path | None,
     limit = blobs.threshold() if threshold is None else threshold
     if is_plain_json(value):
         try:
-            text = compact_json(value)
+            text = plain_json(value)
         except ValueError as exc:  # an int past sys.get_int_max_str_digits()
             path, culprit = _find_culprit(value, "value", _json_fails)
             raise PayloadError(
@@ -356,7 +370,7 @@ class CallEncoding:
         self._sealer: crypto.Sealer | None | bool = False  # False: not looked up yet
         if is_plain_json(named):
             with contextlib.suppress(ValueError):  # an int too long for JSON
-                self._text = compact_json(named)
+                self._text = plain_json(named)
 
     def _digested(self) -> bytes:
         """The bytes the digest is taken over."""

@@ -236,7 +236,7 @@ def sealer(home: Path) -> Sealer | None:
     """The sealer of ``home``'s journal, or None when it is not encrypted and no key is
     set. A journal is made encrypted by the first payload recorded with a key set. A run
     finds it once (``settings.per_run``)."""
-    return settings.once(("sealer", home), lambda: _find_sealer(home))
+    return settings.once(_find_sealer, home)
 
 
 def _find_sealer(home: Path) -> Sealer | None:

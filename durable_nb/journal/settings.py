@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 _run: contextvars.ContextVar[dict[Hashable, Any] | None] = contextvars.ContextVar(
     "durable_nb_run_settings", default=None)
@@ -30,14 +31,15 @@ def per_run() -> Iterator[None]:
         _run.reset(token)
 
 
-def once(key: Hashable, read: Callable[[], T]) -> T:
-    """``read()``, or within ``per_run`` what it gave the first time for ``key`` (an
-    error is not kept: the next lookup reads again)."""
+def once(read: Callable[[A], T], arg: A) -> T:
+    """``read(arg)``, or within ``per_run`` what it gave the first time (an error is not
+    kept: the next lookup reads again)."""
     cache = _run.get()
     if cache is None:
-        return read()
+        return read(arg)
+    key = (read, arg)
     try:
         return cache[key]  # type: ignore[no-any-return]
     except KeyError:
-        value = cache[key] = read()
+        value = cache[key] = read(arg)
         return value
