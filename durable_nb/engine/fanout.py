@@ -51,8 +51,8 @@ def _run_all(ctx: RunContext, steps: list[Callable[[], None]], workers: int) -> 
     """Run ``steps`` on ``workers`` threads, each taking the next step as it is free.
 
     A thread does not wait for the journal to acknowledge a step before it takes the
-    next (the step's future gets its value then), so short steps share requests and
-    syncs. An interrupt here stops every thread at its next step boundary.
+    next (the step's place in the outcomes gets its value then), so short steps share
+    requests and syncs. An interrupt here stops every thread at its next step boundary.
     """
     if not steps:
         return

@@ -34,7 +34,6 @@ from durable_nb.journal.text import is_storable_text, shortened, storable_text
 PREVIEW_CHARS = 200
 
 
-
 def _plain_json_encoder() -> Callable[[Any], str]:
     """``json.dumps(value, separators=(",", ":"))`` for a value ``is_plain_json`` took.
 

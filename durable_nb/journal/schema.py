@@ -22,7 +22,6 @@ from durable_nb.journal.text import (
     json_unstorable_part,
     storable_json,
     storable_text,
-    storable_value,
     unstorable_part,
 )
 
@@ -311,9 +310,8 @@ def event(run_id: str, kind: EventKind, **fields: Any) -> Event:
     """
     meta = fields.pop("meta", None)
     if isinstance(meta, dict):
-        text = json.dumps(meta)  # writes any surrogate as \udXXXX: maybe a lone one
-        meta = text if "\\ud" not in text else json.dumps(storable_value(meta))
-    elif isinstance(meta, str):
+        meta = json.dumps(meta)
+    if isinstance(meta, str):
         meta = storable_json(meta)
     for column in _SHOWN_COLUMNS:
         shown = fields.get(column)

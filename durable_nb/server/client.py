@@ -225,15 +225,18 @@ class JournalClient:
         """
         with self._lock:
             if self.closed:  # reconnecting would start a server nobody stops
-                raise errors.JournalUnavailable(
-                    f"this connection to the journal of {self.home} was closed; "
-                    "use durable_nb's default client (or a new JournalClient)")
+                raise self._closed_error()
             sock = self._ensure_connected()
             self._send_outbox(sock)  # what was committed before goes first: writes stay in order
             rid = self._send_locked(sock, op, noreply, fields)
             if self._receiving:  # the send may have taken the fd's edge the receiver waits on
                 self._read_ready(sock)
             return rid
+
+    def _closed_error(self) -> errors.JournalUnavailable:
+        return errors.JournalUnavailable(
+            f"this connection to the journal of {self.home} was closed; "
+            "use durable_nb's default client (or a new JournalClient)")
 
     def _send_locked(self, sock: zmq.Socket[bytes], op: str, noreply: bool,
                      fields: dict[str, Any]) -> int:
@@ -262,9 +265,7 @@ class JournalClient:
         client (a request sent later goes after them).
         """
         if self.closed:
-            raise errors.JournalUnavailable(
-                f"this connection to the journal of {self.home} was closed; "
-                "use durable_nb's default client (or a new JournalClient)")
+            raise self._closed_error()
         body = protocol.pack(events)  # outside any lock: many threads commit at once
         with self._outbox_lock:  # (never held across a call that lets the GIL go)
             self._outbox.append((body, then))

@@ -7,7 +7,6 @@ import json
 import os
 import pathlib
 
-import msgpack
 import pytest
 
 from durable_nb.journal.schema import event
@@ -40,7 +39,7 @@ def test_a_frame_holding_no_message_is_a_value_error(frame: bytes) -> None:
 
 def test_values_msgpack_cannot_hold_travel_as_their_text_as_they_did_in_json() -> None:
     assert protocol.loads(protocol.dumps({"path": pathlib.Path("/x")})) == {"path": "/x"}
-    assert msgpack.unpackb(protocol.pack({1: "a"}), strict_map_key=False) == {1: "a"}
+    assert protocol.loads(protocol.pack({"value": {1: "a"}})) == {"value": {1: "a"}}
 
 
 def test_event_ids_are_unique_across_threads_and_forked_children() -> None:
